@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "demo app 1.0"

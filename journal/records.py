@@ -113,6 +113,15 @@ class BackupRemoved(Event, tag="backup_removed"):
     backup_id: str
 
 
+class ServicesStopping(Event, tag="services_stopping"):
+    """Intent, journaled before a stop: a crash during the stop still leaves
+    a record that services may be down, so recovery brings them back up."""
+
+    tx: str | None
+    project: str
+    services: list[str] = []
+
+
 class ServicesStopped(Event, tag="services_stopped"):
     tx: str | None
     project: str
@@ -221,6 +230,7 @@ AnyEvent = (
     | PackageStaged
     | BackupCreated
     | BackupRemoved
+    | ServicesStopping
     | ServicesStopped
     | ImagesLoaded
     | ServicesStarted

@@ -1,0 +1,295 @@
+"""Segment files: the on-disk framing of journal records.
+
+A segment is a header followed by records, back to back::
+
+    header (32 bytes, little-endian)
+        magic        8s   b"UPDKJRNL"
+        version      u16  FORMAT_VERSION
+        header size  u16  32
+        salt         u32  random, the same in every segment of one journal
+        index        u32  the segment's number, also in its file name
+        first seq    u64  sequence number of the segment's first record
+        checksum     u32  crc32 of the 28 bytes before it
+
+    record (16-byte frame + payload)
+        checksum     u32  crc32 of everything after it in the record
+                          (length, seq, payload), seeded with the salt
+        length       u32  payload bytes
+        seq          u64  sequence number, one more than the record before
+        payload           a msgpack-encoded event (journal.records)
+
+Segments are preallocated: the writer extends a segment by ``PREALLOCATE``
+bytes of zeros at a time, in the same write as the record that needs them.
+Most appends then overwrite bytes the file already has, so the fsync that
+makes them durable does not also have to commit a new file size, which is
+what makes appending cost about as much as SQLite's WAL (whose file is
+reused in place). Zeros after the last record are the clean end of a
+segment, not a torn tail; the salt is chosen so that a frame of zeros never
+passes its checksum.
+
+Seeding the checksum with the journal's salt (as SQLite's WAL does with its
+salts) means a record copied from another journal, or left over from an
+older one, never passes as valid here.
+
+A record that fails its checks is a torn tail when nothing valid follows it
+in the last segment: a write cut short by a crash. When a valid record
+follows it, or it sits in an older segment, it is corruption, and
+``CorruptRecordError`` names its offset. To tell the two apart, the reader
+searches the bytes after a bad record for any valid frame; after a crash the
+tail holds at most one partial write, so the search is short.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from journal import fsio
+from journal.errors import CorruptRecordError, SegmentHeaderError
+
+MAGIC = b"UPDKJRNL"
+FORMAT_VERSION = 1
+SUFFIX = ".seg"
+
+_HEADER = struct.Struct("<8sHHIIQI")
+HEADER_SIZE = _HEADER.size
+_FRAME = struct.Struct("<IIQ")
+FRAME_SIZE = _FRAME.size
+MAX_PAYLOAD = 64 * 1024 * 1024
+PREALLOCATE = 1024 * 1024
+
+_READ_CHUNK = 4 * 1024 * 1024
+
+
+class SegmentHeader(NamedTuple):
+    salt: int
+    index: int
+    first_seq: int
+
+
+def new_salt() -> int:
+    """A random salt under which a frame of zeros fails its checksum."""
+    while True:
+        salt = int.from_bytes(os.urandom(4), "little")
+        if zlib.crc32(bytes(FRAME_SIZE - 4), salt) != 0:
+            return salt
+
+
+def padding(end: int, adding: int, allocated: int) -> bytes:
+    """Zeros to write after ``adding`` bytes at ``end`` so the file keeps
+    ``PREALLOCATE``-sized room ahead (empty when there is room already)."""
+    stop = end + adding
+    if stop <= allocated:
+        return b""
+    target = (stop // PREALLOCATE + 1) * PREALLOCATE
+    return bytes(target - stop)
+
+
+def segment_name(index: int) -> str:
+    """The file name of segment number ``index``."""
+    return f"{index:08d}{SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """The ``(index, path)`` of every segment file in ``directory``, in order."""
+    found = []
+    for entry in os.scandir(directory):
+        stem, dot, ext = entry.name.partition(".")
+        if dot and "." + ext == SUFFIX and stem.isdigit():
+            found.append((int(stem), Path(entry.path)))
+    found.sort()
+    return found
+
+
+def encode_header(header: SegmentHeader) -> bytes:
+    """The 32 header bytes of a segment."""
+    fields = (MAGIC, FORMAT_VERSION, HEADER_SIZE, *header)
+    head = _HEADER.pack(*fields, 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def decode_header(path: Path, data: bytes) -> SegmentHeader:
+    """Check and decode the header bytes read from the segment at ``path``.
+
+    Raises:
+        SegmentHeaderError: short, foreign, of another version, or damaged.
+    """
+    if len(data) < HEADER_SIZE:
+        raise SegmentHeaderError(path, f"only {len(data)} of {HEADER_SIZE} bytes")
+    magic, version, size, salt, index, first_seq, crc = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise SegmentHeaderError(path, "not an updock journal segment (bad magic)")
+    if zlib.crc32(data[: HEADER_SIZE - 4]) != crc:
+        raise SegmentHeaderError(path, "header checksum mismatch")
+    if version != FORMAT_VERSION or size != HEADER_SIZE:
+        raise SegmentHeaderError(
+            path, f"format version {version}, this updock reads {FORMAT_VERSION}"
+        )
+    return SegmentHeader(salt, index, first_seq)
+
+
+def read_header(path: Path) -> SegmentHeader:
+    """Read and check the header of the segment at ``path``."""
+    with open(path, "rb") as file:
+        return decode_header(path, file.read(HEADER_SIZE))
+
+
+def frame(seq: int, payload: bytes, salt: int) -> bytes:
+    """One record: frame and payload, ready to be written."""
+    body = _FRAME.pack(0, len(payload), seq)[4:] + payload
+    return struct.pack("<I", zlib.crc32(body, salt)) + body
+
+
+def create_segment(
+    directory: Path, header: SegmentHeader, records: bytes = b""
+) -> Path:
+    """Durably create a segment holding ``header`` and the framed ``records``.
+
+    The file is written (with its preallocated zeros) and fsync'd under a
+    temporary name and renamed into place, then the directory is fsync'd: a
+    segment appears whole, with its first records, or not at all.
+
+    Returns:
+        The segment's path.
+    """
+    path = directory / segment_name(header.index)
+    tmp = directory / f".{path.name}.tmp"
+    data = encode_header(header) + records
+    data += padding(0, len(data), 0)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        write_all(fd, data, 0, tmp)
+        fsio.fsync_fd(fd, tmp)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsio.fsync_dir(directory)
+    return path
+
+
+def write_all(fd: int, data: bytes, offset: int, path: Path) -> None:
+    """Write all of ``data`` at ``offset``: one ``pwrite`` unless it falls short."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    fsio.note_write(path)
+
+
+def read_segment(path: Path, start: int = 0) -> bytes:
+    """The bytes of a segment file from offset ``start`` to its end."""
+    with open(path, "rb", buffering=0) as file:
+        file.seek(start)
+        size = os.fstat(file.fileno()).st_size - start
+        chunks = []
+        while size > 0:
+            chunk = file.read(min(size, _READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+
+class FrameScanner:
+    """Iterates the valid records of one segment's bytes, checking each.
+
+    Iterating yields ``(seq, offset, payload)`` with the payload a memoryview
+    into the segment's bytes. When iteration ends, ``end`` is the offset just
+    past the last valid record, and ``torn_at`` is None or the offset where
+    a torn tail (bad bytes with nothing valid after them) begins, and
+    ``torn_size`` how many bytes it holds before the preallocated zeros.
+
+    Args:
+        path: The segment's path, for error messages.
+        data: The segment's bytes from offset ``base`` on.
+        base: The file offset of ``data[0]``.
+        salt: The journal's salt.
+        expected_seq: The seq the first record must carry.
+
+    Raises (while iterating):
+        CorruptRecordError: a bad record followed by a valid one, or a valid
+            record out of sequence.
+    """
+
+    def __init__(
+        self, path: Path, data: bytes, base: int, salt: int, expected_seq: int
+    ) -> None:
+        self.path = path
+        self.data = data
+        self.base = base
+        self.salt = salt
+        self.expected_seq = expected_seq
+        self.end = base
+        self.torn_at: int | None = None
+        self.torn_size = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, memoryview]]:
+        data, salt, base = self.data, self.salt, self.base
+        view = memoryview(data)
+        size = len(data)
+        unpack, crc32, head = _FRAME.unpack_from, zlib.crc32, FRAME_SIZE
+        expected = self.expected_seq
+        pos = 0
+        while pos < size:
+            if size - pos < head:
+                break
+            crc, length, seq = unpack(data, pos)
+            stop = pos + head + length
+            if stop > size or crc32(view[pos + 4 : stop], salt) != crc:
+                break
+            if seq != expected:
+                raise CorruptRecordError(
+                    self.path,
+                    base + pos,
+                    f"record has sequence {seq} where {expected} was expected",
+                )
+            yield seq, base + pos, view[pos + head : stop]
+            expected += 1
+            pos = stop
+        self.end = base + pos
+        self.expected_seq = expected
+        if pos < size:
+            self._classify_bad(pos, expected)
+
+    def _classify_bad(self, pos: int, expected: int) -> None:
+        garbage = len(self.data[pos:].rstrip(b"\0"))
+        if not garbage:
+            return  # the preallocated zeros: a clean end
+        stop = pos + garbage
+        following = find_valid_frame(self.data, pos + 1, stop, self.salt, expected)
+        if following is not None:
+            raise CorruptRecordError(
+                self.path,
+                self.base + pos,
+                f"bad record (checksum or length) followed by a valid record "
+                f"at offset {self.base + following}",
+            )
+        self.torn_at = self.base + pos
+        self.torn_size = garbage
+
+
+def find_valid_frame(
+    data: bytes, start: int, stop: int, salt: int, min_seq: int
+) -> int | None:
+    """The offset of the first valid frame starting in ``[start, stop)``.
+
+    A valid frame fits in ``data``, passes its salted checksum and carries a
+    sequence number of at least ``min_seq``.
+    """
+    view = memoryview(data)
+    size = len(data)
+    unpack, crc32 = _FRAME.unpack_from, zlib.crc32
+    for pos in range(start, min(stop, size - FRAME_SIZE + 1)):
+        crc, length, seq = unpack(data, pos)
+        end = pos + FRAME_SIZE + length
+        if end > size or seq < min_seq or length > MAX_PAYLOAD:
+            continue
+        if crc32(view[pos + 4 : end], salt) == crc:
+            return pos
+    return None

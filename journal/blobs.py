@@ -113,7 +113,9 @@ class BlobStore:
 
     # -- putting -----------------------------------------------------------
 
-    def put_path(self, path: Path | str, link: bool = False, sync: bool = True) -> BlobInfo:
+    def put_path(
+        self, path: Path | str, link: bool = False, sync: bool = True
+    ) -> BlobInfo:
         """Store the content of the regular file at ``path``.
 
         Args:
@@ -254,7 +256,9 @@ class BlobStore:
         except FileNotFoundError as exc:
             raise BlobMissingError(digest) from exc
         with source:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(
+                dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+            )
             try:
                 info = _pump(source, fd, Path(dest), sync)
             finally:
@@ -277,7 +281,9 @@ class BlobStore:
 
     # -- tree listings -----------------------------------------------------
 
-    def put_tree_listing(self, entries: Iterable[TreeEntry], sync: bool = True) -> BlobInfo:
+    def put_tree_listing(
+        self, entries: Iterable[TreeEntry], sync: bool = True
+    ) -> BlobInfo:
         """Store a tree listing (sorted by path, so equal trees share a blob)."""
         ordered = sorted(entries, key=lambda entry: entry.relpath)
         return self.put_bytes(_listing_encoder.encode(ordered), sync=sync)

@@ -39,7 +39,7 @@ from journal.blobs import BlobStore
 from journal.crashpoints import crashpoint
 from journal.errors import CorruptRecordError, JournalError, SegmentHeaderError
 from journal.segments import FrameScanner, SegmentHeader
-from journal.state import State, decode_snapshot, encode_snapshot
+from journal.state import State, decode_snapshot, encode_snapshot, event_tx
 
 logger = logging.getLogger(__name__)
 
@@ -255,8 +255,10 @@ class Journal:
             event = _decode_at(path, offset, payload)
             if type(event) is not records.Checkpoint:
                 raise CorruptRecordError(
-                    path, offset, f"journal starts at sequence {seq} without a "
-                    "checkpoint (earlier records are missing)"
+                    path,
+                    offset,
+                    f"journal starts at sequence {seq} without a "
+                    "checkpoint (earlier records are missing)",
                 )
             self._load_snapshot(path, offset, seq, event)
             return 1
@@ -319,11 +321,15 @@ class Journal:
         except FileNotFoundError:
             return None
         if len(data) != _POINTER.size:
-            logger.warning("journal %s: ignoring a damaged checkpoint pointer", self.path)
+            logger.warning(
+                "journal %s: ignoring a damaged checkpoint pointer", self.path
+            )
             return None
         magic, salt, index, offset, seq, crc = _POINTER.unpack(data)
         if magic != _POINTER_MAGIC or zlib.crc32(data[:-4]) != crc or salt != self.salt:
-            logger.warning("journal %s: ignoring a damaged checkpoint pointer", self.path)
+            logger.warning(
+                "journal %s: ignoring a damaged checkpoint pointer", self.path
+            )
             return None
         return _Pointer(salt, index, offset, seq)
 
@@ -439,7 +445,7 @@ class Journal:
         for seq, event in self.records(since=tx.first_seq):
             if seq > tx.last_seq:
                 break
-            if getattr(event, "tx", None) == tx_id:
+            if event_tx(event) == tx_id:
                 found.append((seq, event))
         return found
 
@@ -672,7 +678,9 @@ class Journal:
             crashpoint("journal.compact.blob_removed")
         if removed:
             blobs.sync()
-            logger.info("blob store %s: removed %d unreferenced blobs", blobs.root, removed)
+            logger.info(
+                "blob store %s: removed %d unreferenced blobs", blobs.root, removed
+            )
         return removed, freed
 
     # -- closing -----------------------------------------------------------
@@ -690,9 +698,7 @@ class Journal:
         self.close()
 
 
-def referenced_blobs(
-    items: Iterable[tuple[int, Any]], blobs: BlobStore
-) -> set[str]:
+def referenced_blobs(items: Iterable[tuple[int, Any]], blobs: BlobStore) -> set[str]:
     """Digests the ``OpIntended`` records among ``items`` reference.
 
     A tree image references its listing and every blob the listing names.

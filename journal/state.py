@@ -137,9 +137,7 @@ def fold(state: State, seq: int, event: Any) -> State:
     return after
 
 
-def replay(
-    items: Iterable[tuple[int, Any]], start: State | None = None
-) -> State:
+def replay(items: Iterable[tuple[int, Any]], start: State | None = None) -> State:
     """Fold many records, in order, starting from ``start`` (left unchanged).
 
     Args:
@@ -172,6 +170,24 @@ def decode_snapshot(data: bytes) -> State:
         msgspec.DecodeError: the snapshot is not a state.
     """
     return _snapshot_decoder.decode(data)
+
+
+class _TxField(msgspec.Struct):
+    tx: str | None = None
+
+
+_tx_field_decoder = msgspec.msgpack.Decoder(_TxField)
+
+
+def event_tx(event: Any) -> str | None:
+    """The transaction an event belongs to, also for events of unknown kinds
+    (whose ``tx`` field is read from the raw payload when it has one)."""
+    if type(event) is r.UnknownEvent:
+        try:
+            return _tx_field_decoder.decode(event.raw).tx
+        except msgspec.DecodeError:
+            return None
+    return getattr(event, "tx", None)
 
 
 def _tx_begun(state: State, seq: int, e: r.TxBegun) -> None:
@@ -299,6 +315,9 @@ def _checkpoint(state: State, seq: int, e: r.Checkpoint) -> None:
 
 def _unknown(state: State, seq: int, e: r.UnknownEvent) -> None:
     state.unknown_records += 1
+    tx = state.txs.get(event_tx(e) or "")
+    if tx is not None:
+        tx.last_seq = seq
 
 
 _HANDLERS: dict[type, Callable[[State, int, Any], None]] = {

@@ -243,18 +243,25 @@ class DockerEngine:
         with translating(f"tag image {image_id} as {ref}"):
             self.client.api.tag(image_id, repository, tag, force=True)
 
-    def remove_tag(self, ref: str) -> None:
-        """Remove tag ``ref``; the image goes too when nothing else uses it.
+    def remove_tag(self, ref: str) -> bool:
+        """Remove tag ``ref``; the image goes too when nothing names or uses it.
 
-        A reference by tag (never by id) with ``force`` only untags an image a
-        container still uses, so this cannot break a container. A tag that is
-        already gone is not an error.
+        The engine refuses to remove the last tag of an image a container
+        (even a stopped one) still uses: that tag stays, and the result is
+        False. Compose v1 needs a stopped container's image to recreate it,
+        so such an image must not be deleted. A tag already gone is removed.
         """
         with translating(f"remove tag {ref}"):
             try:
-                self.client.api.remove_image(ref, force=True, noprune=False)
+                self.client.api.remove_image(ref, force=False, noprune=False)
             except docker.errors.ImageNotFound:
                 logger.debug("tag %s was already gone", ref)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                logger.info("tag %s stays: %s", ref, exc.explanation)
+                return False
+        return True
 
     def tags(self) -> dict[str, str]:
         """Every tag the engine holds, with the id of its image."""

@@ -215,8 +215,8 @@ def load_images(
     except ServicesError as exc:
         created = [ref for ref in loaded if ref not in previous and ":" in ref]
         try:
-            restore_images(engine, previous, created)
-            remove_kept(engine, kept)
+            restore_images(engine, previous)
+            remove_tags(engine, [*created, *kept.values()])
         except ServicesError as undo_exc:
             raise RollbackFailedError("loading images failed", exc, undo_exc) from exc
         raise
@@ -247,15 +247,17 @@ def _drop_arch_suffixes(engine: DockerEngine, loaded: list[str]) -> list[str]:
     return added
 
 
-def restore_images(
-    engine: DockerEngine, previous: dict[str, str], created: Iterable[str] = ()
-) -> list[str]:
-    """Point every recorded tag back at its previous image; drop created tags.
+def restore_images(engine: DockerEngine, previous: dict[str, str]) -> list[str]:
+    """Point every recorded tag back at its previous image.
+
+    Tags the load created are left alone here: a stopped container of the
+    new version may still use their image, and compose v1 needs that image
+    to recreate the container (see ``remove_tags``, once the old version
+    runs again).
 
     Args:
         engine: the Docker engine.
         previous: tag to image id, as recorded before loading.
-        created: tags loading created that did not exist before; removed.
 
     Returns:
         The tags that were moved back.
@@ -274,9 +276,6 @@ def restore_images(
             moved.append(ref)
         except ServicesError as exc:
             failures[ref] = str(exc)
-    for ref in created:
-        if ref not in previous and ref in current:
-            engine.remove_tag(ref)
     if failures:
         raise ImageRestoreError(failures)
     if moved:
@@ -305,7 +304,13 @@ def find_kept(engine: DockerEngine, tx: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def remove_kept(engine: DockerEngine, kept: dict[str, str]) -> None:
-    """Remove kept tags; an image nothing else uses or names goes with them."""
-    for ref in kept.values():
-        engine.remove_tag(ref)
+def remove_tags(engine: DockerEngine, refs: Iterable[str]) -> list[str]:
+    """Remove tags (kept tags after a commit, created tags after a rollback).
+
+    An image nothing else names or uses goes with its last tag. A tag whose
+    image a container still uses, and which is that image's last tag, stays.
+
+    Returns:
+        The tags that stayed.
+    """
+    return [ref for ref in refs if not engine.remove_tag(ref)]

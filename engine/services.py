@@ -15,6 +15,7 @@ An upgrade calls it in this order, around the file transaction::
         services.restore_images(tx.id)
         services.start(tx.id)
         services.gate(tx.id, "rollback")
+        services.cleanup_images(tx.id, rolled_back=True)
     ...
     tx.commit(...)
     services.cleanup_images(tx.id)
@@ -293,8 +294,10 @@ class Services:
         """Point the tags ``tx`` moved back at their previous images.
 
         Uses the transaction's ``ImagesLoaded`` record, or the kept tags in
-        the engine when a crash came before that record. Kept tags are
-        removed once restored. Safe to call again.
+        the engine when a crash came before that record. Call after the new
+        containers are stopped and before ``start``; call
+        ``cleanup_images(tx, rolled_back=True)`` once the old version runs.
+        Safe to call again.
 
         Returns:
             The tags moved back.
@@ -304,21 +307,29 @@ class Services:
         """
         if self.no_services:
             return []
-        engine = self.project.engine
-        previous, kept, created = self._kept_images(tx)
-        moved = images.restore_images(engine, previous, created)
-        images.remove_kept(engine, kept)
-        return moved
+        previous, _, _ = self._kept_images(tx)
+        return images.restore_images(self.project.engine, previous)
 
-    def cleanup_images(self, tx: str) -> None:
-        """Remove the tags kept for ``tx`` (after its commit).
+    def cleanup_images(self, tx: str, *, rolled_back: bool = False) -> list[str]:
+        """Remove the tags kept for ``tx``, after its commit or its rollback.
 
-        An old image nothing else names or uses is deleted with its tag.
+        After a commit the old images lose their kept tag (and go, when
+        nothing else names or uses them). After a rollback
+        (``rolled_back=True``, once the old version runs again) the tags the
+        load created go too. A tag whose image a container still uses stays.
+
+        Returns:
+            The tags that stayed.
         """
         if self.no_services:
-            return
-        _, kept, _ = self._kept_images(tx)
-        images.remove_kept(self.project.engine, kept)
+            return []
+        _, kept, created = self._kept_images(tx)
+        doomed = [*kept.values(), *(created if rolled_back else ())]
+        stayed = images.remove_tags(self.project.engine, doomed)
+        if stayed:
+            logger.info("transaction %s: image tags still in use kept: %s",
+                        tx, ", ".join(stayed))
+        return stayed
 
     def recover(self, tx_state, direction: str | None = None) -> GateResult | None:
         """Bring services in line with files just rolled back or forward.
@@ -360,10 +371,13 @@ class Services:
 
     def _recover(self, tx: str, events: list, forward: bool) -> GateResult | None:
         touched_images = any(isinstance(e, ImagesLoaded) for e in events)
-        if not forward and (touched_images or self._engine_answers()):
+        images_known = touched_images or self._engine_answers()
+        if not forward and images_known:
             self.restore_images(tx)
         steps = [e for e in events if isinstance(e, _SERVICE_STEPS)]
         if not steps or not self.active:
+            if images_known:
+                self.cleanup_images(tx, rolled_back=not forward)
             return None
 
         project = self.project
@@ -371,8 +385,7 @@ class Services:
             project.stop(timeout_s=self.limits.stop_timeout_s)
         self.start(tx)
         result = self.gate(tx, "upgrade" if forward else "rollback")
-        if forward:
-            self.cleanup_images(tx)
+        self.cleanup_images(tx, rolled_back=not forward)
         logger.warning(
             "transaction %s: services of %s brought up again after rolling %s; "
             "health gate %s", tx, project.name, "forward" if forward else "back",

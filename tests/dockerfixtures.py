@@ -23,6 +23,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import docker.errors
 import pytest
 import yaml
 
@@ -33,6 +34,7 @@ from engine.health import HealthLimits
 REPO = Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO / "scripts" / "docker-setup.sh"
 BASE_IMAGE = "updock-test/busybox:base"
+BUILD_LABEL = "updock.test.build"  # on every image the tests build
 
 # Short limits, so a failing gate costs seconds, not minutes.
 QUICK_LIMITS = HealthLimits(deadline_s=30.0, stable_s=2.0, poll_s=0.2, stop_timeout_s=2)
@@ -84,7 +86,7 @@ class ImageFactory:
         A unique label makes every build a distinct image.
         """
         dockerfile = "\n".join(
-            [f"FROM {BASE_IMAGE}", f'LABEL updock.test.build="{uuid.uuid4().hex}"', *lines]
+            [f"FROM {BASE_IMAGE}", f'LABEL {BUILD_LABEL}="{uuid.uuid4().hex}"', *lines]
         )
         image, _ = self.engine.client.images.build(
             fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True
@@ -105,13 +107,20 @@ class ImageFactory:
         return path
 
     def cleanup(self) -> None:
-        for tag in reversed(self.tags):
-            if ":updock-prev-" in tag:
+        repositories = {tag.rpartition(":")[0] for tag in self.tags}
+        leftovers = [
+            ref for ref in self.engine.tags()
+            if ref in self.tags or ref.rpartition(":")[0] in repositories
+        ]
+        for ref in leftovers:
+            try:
+                self.engine.client.images.remove(ref, force=True)
+            except docker.errors.ImageNotFound:
                 continue
-            self.engine.remove_tag(tag)
-        for ref in self.engine.tags():
-            if any(ref.startswith(t.rpartition(":")[0] + ":updock-prev-") for t in self.tags):
-                self.engine.remove_tag(ref)
+        # Images untagged while a container used them linger untagged.
+        self.engine.client.images.prune(
+            filters={"dangling": True, "label": BUILD_LABEL}
+        )
 
 
 @pytest.fixture

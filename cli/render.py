@@ -53,6 +53,9 @@ class JsonRenderer:
         sys.stdout.write(self._encoder.encode(obj).decode() + "\n")
         sys.stdout.flush()
 
+    def pause(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -82,6 +85,9 @@ class PlainRenderer:
     def _line(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    def pause(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -104,9 +110,12 @@ class RichRenderer:
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {}
-        self._progress.start()
+        self._live = False
 
     def __call__(self, event: ProgressEvent) -> None:
+        if not self._live:
+            self._progress.start()
+            self._live = True
         title = STEP_TITLES.get(event.step, event.step)
         task = self._tasks.get(event.step)
         if event.kind == "step_started" or task is None:
@@ -128,8 +137,14 @@ class RichRenderer:
             )
             self._progress.stop_task(task)
 
+    def pause(self) -> None:
+        """Stop redrawing (before a question); the next event resumes."""
+        if self._live:
+            self._progress.stop()
+            self._live = False
+
     def close(self) -> None:
-        self._progress.stop()
+        self.pause()
 
 
 def make_renderer(as_json: bool) -> JsonRenderer | PlainRenderer | RichRenderer:

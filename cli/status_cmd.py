@@ -14,7 +14,7 @@ from engine.config import load_config
 from engine.services import Services
 from engine.status import StatusReport, build_status
 
-_out = Console(highlight=False)
+_out = Console(highlight=False, soft_wrap=True)
 
 
 @app.command(name="status")

@@ -32,7 +32,7 @@ from engine.upgrade import (
 )
 from journal import JournalNotFoundError, State
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _services_hook(no_services: bool):

@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from engine.config import DeploymentConfig
 from engine.errors import BadInputError
+from engine.ops import Op
 from journal import fsio
 from journal.crashpoints import crashpoint
 from journal.records import BackupCreated
@@ -189,3 +190,24 @@ def verify_backup(config: DeploymentConfig, path: Path, sha256: str) -> bool:
     except FileNotFoundError:
         return False
     return digest.hexdigest() == sha256
+
+
+def restore_ops(
+    staged_root: Path, user_data: tuple[str, ...], with_data: bool
+) -> list[Op]:
+    """The operations that put a staged backup back into the project folder.
+
+    The compose file, ``.env`` and ``config/`` always come back; user-data
+    folders only ``with_data``. ``config.toml`` is not restored: the version
+    it records follows the journal.
+    """
+    ops = []
+    for entry in sorted(staged_root.iterdir()):
+        name = entry.name
+        if name == ROOT_PREFIX or (name in user_data and not with_data):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            ops.append(Op.replace_dir(name, source=entry))
+        elif entry.is_file():
+            ops.append(Op.put_file(name, source=entry, mode=entry.stat().st_mode & 0o7777))
+    return ops

@@ -34,6 +34,7 @@ entries matching the existing client's junk list (``__MACOSX``, ``.DS_Store``,
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import shutil
@@ -43,7 +44,6 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from gzip import BadGzipFile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -66,7 +66,14 @@ _JUNK_SUFFIXES = (".tmp", ".temp", ".bak")
 _ZIP_LOCAL_HEADER = 30
 _NO_LINKS = "is a link; packages may not hold links"
 _NO_SPECIAL = "is a device, FIFO or special file"
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, BadGzipFile)
+_CORRUPT = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+)
+_MAX_TAR_PADDING = 1 << 20
 
 
 class ArchiveError(BadInputError):
@@ -151,6 +158,7 @@ class _Member:
     mode: int | None
     declared_size: int
     stream: IO[bytes] | None = None
+    crc: int | None = None
 
 
 @dataclass
@@ -226,7 +234,8 @@ def _unpack(writer: _Writer) -> None:
         for member in _members(archive, writer.root, writer.limits):
             _place(writer, member)
     except tarfile.FilterError as exc:
-        raise UnsafeMemberError(archive, exc.tarinfo.name, str(exc)) from exc
+        problem = f"is refused by tarfile's data filter ({type(exc).__name__})"
+        raise UnsafeMemberError(archive, exc.tarinfo.name, problem) from exc
     except _CORRUPT as exc:
         raise CorruptArchiveError(archive, str(exc) or type(exc).__name__) from exc
     except (zipfile.LargeZipFile, NotImplementedError) as exc:
@@ -249,9 +258,26 @@ def _members(archive: Path, root: Path, limits: ExtractLimits) -> Iterator[_Memb
 
 
 def _tar_members(archive: Path, root: Path) -> Iterator[_Member]:
-    with tarfile.open(archive, mode="r|gz") as tar:
+    # gzip.GzipFile checks the gzip trailer (CRC and length), so a cut or
+    # damaged stream fails at its end; tarfile's own gz reader does not.
+    with gzip.open(archive, "rb") as gz, tarfile.open(fileobj=gz, mode="r:") as tar:
         for info in tar:
             yield _tar_member(archive, root, tar, info)
+        _check_tar_end(archive, gz, tar.offset)
+
+
+def _check_tar_end(archive: Path, gz: gzip.GzipFile, offset: int) -> None:
+    """After the last member only zero blocks may follow. tarfile stops
+    quietly at a damaged header (one with a lying size field, say), so any
+    other byte here means members were lost."""
+    gz.seek(offset)
+    trailing = 0
+    while chunk := gz.read(CHUNK_BYTES):
+        trailing += len(chunk)
+        if chunk.count(0) != len(chunk):
+            raise CorruptArchiveError(archive, f"unreadable data at offset {offset}")
+        if trailing > _MAX_TAR_PADDING:
+            raise ArchiveLimitError(archive, "more padding than any tar writer adds")
 
 
 def _tar_member(
@@ -311,7 +337,7 @@ def _zip_member(archive: Path, info: zipfile.ZipInfo) -> _Member | None:
         return None
     is_dir = name.endswith("/") or kind == stat.S_IFDIR
     mode = unix & 0o7777 if unix & 0o777 else None
-    return _Member(name, is_dir, mode, info.file_size)
+    return _Member(name, is_dir, mode, info.file_size, crc=info.CRC)
 
 
 def _check_mode_bits(archive: Path, name: str, mode: int) -> None:
@@ -390,26 +416,36 @@ def _place_file(writer: _Writer, member: _Member, relpath: str) -> None:
 
 
 def _copy_member(writer: _Writer, member: _Member, out: IO[bytes]) -> int:
+    """Copy one member's data, counting real bytes against the caps.
+
+    zip members are also checked against their CRC: zipfile stops reading at
+    the size the header states and checks the CRC only when the compressed
+    stream ends, so a header that understates the size would otherwise
+    truncate the file silently.
+    """
     size = 0
+    crc = 0
     source = member.stream
     while chunk := source.read(CHUNK_BYTES):
         size += len(chunk)
         writer.written += len(chunk)
         if size > member.declared_size:
             raise UnsafeMemberError(
-                writer.archive,
-                member.name,
-                f"holds more than its stated {member.declared_size} bytes",
+                writer.archive, member.name, _lie(member, "more than")
             )
         _check_budget(writer)
         out.write(chunk)
+        if member.crc is not None:
+            crc = zlib.crc32(chunk, crc)
     if size != member.declared_size:
-        raise UnsafeMemberError(
-            writer.archive,
-            member.name,
-            f"holds {size} bytes, not its stated {member.declared_size}",
-        )
+        raise UnsafeMemberError(writer.archive, member.name, _lie(member, "fewer than"))
+    if member.crc is not None and crc != member.crc:
+        raise UnsafeMemberError(writer.archive, member.name, "fails its CRC check")
     return size
+
+
+def _lie(member: _Member, how: str) -> str:
+    return f"holds {how} its stated {member.declared_size} bytes"
 
 
 def _check_budget(writer: _Writer) -> None:

@@ -1,0 +1,151 @@
+"""Download throughput and memory: updock's downloader beside curl.
+
+A 500 MB file is served over 127.0.0.1 by ``busybox httpd`` (one server for
+both clients) and fetched, in the same run and alternately, by curl and by
+``engine.download.download_file`` with sha256 checking on. Each updock fetch
+runs in its own subprocess so its peak resident memory (``ru_maxrss``) is its
+own. Prints each run, the best throughput of each client, their ratio (goal:
+at least 0.9 of curl) and updock's peak memory (goal: under 100 MB).
+
+Usage: .venv/bin/python bench/download_bench.py [--mb 500] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from engine.download import download_file
+url, dest, digest, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+started = time.perf_counter()
+result = download_file(url, dest, sha256=digest, size=size)
+seconds = time.perf_counter() - started
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "peak_kib": peak_kib, "size": result.size}))
+"""
+
+
+def make_file(path: Path, megabytes: int) -> str:
+    block = os.urandom(1 << 20)
+    hasher = hashlib.sha256()
+    with open(path, "wb") as out:
+        for index in range(megabytes):
+            chunk = index.to_bytes(8, "little") + block[8:]
+            out.write(chunk)
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"busybox httpd did not listen on 127.0.0.1:{port}")
+
+
+def run_curl(url: str, dest: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["curl", "-sS", "--fail", "-o", str(dest), url], check=True)
+    return time.perf_counter() - started
+
+
+def run_updock(url: str, dest: Path, digest: str, size: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, url, str(dest), digest, str(size)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("busybox") is None or shutil.which("curl") is None:
+        print("busybox and curl are needed", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="updock-bench-") as scratch:
+        root = Path(scratch)
+        (root / "www").mkdir()
+        source = root / "www" / "big.bin"
+        digest = make_file(source, args.mb)
+        size = source.stat().st_size
+        port = free_port()
+        server = subprocess.Popen(
+            ["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(root / "www")]
+        )
+        try:
+            wait_for_port(port, time.monotonic() + 10)
+            url = f"http://127.0.0.1:{port}/big.bin"
+            report(run_rounds(url, root, digest, size, args.rounds), size)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    return 0
+
+
+def run_rounds(url: str, root: Path, digest: str, size: int, rounds: int) -> dict:
+    curl_times, updock_times, peaks = [], [], []
+    for index in range(rounds):
+        curl_dest = root / f"curl-{index}.bin"
+        curl_times.append(run_curl(url, curl_dest))
+        curl_dest.unlink()
+        updock_dest = root / f"updock-{index}.bin"
+        child = run_updock(url, updock_dest, digest, size)
+        updock_dest.unlink()
+        updock_times.append(child["seconds"])
+        peaks.append(child["peak_kib"])
+        mb = size / 1e6
+        print(
+            f"round {index + 1}: curl {mb / curl_times[-1]:8.1f} MB/s   "
+            f"updock {mb / updock_times[-1]:8.1f} MB/s (sha256 on, fsync'd)   "
+            f"updock peak RSS {child['peak_kib'] / 1024:.1f} MiB"
+        )
+    return {"curl": curl_times, "updock": updock_times, "peaks": peaks}
+
+
+def report(results: dict, size: int) -> None:
+    mb = size / 1e6
+    curl_best = mb / min(results["curl"])
+    updock_best = mb / min(results["updock"])
+    ratio = updock_best / curl_best
+    peak = max(results["peaks"]) / 1024
+    print(f"file: {mb:.0f} MB over 127.0.0.1, server: busybox httpd")
+    print(f"curl best:   {curl_best:8.1f} MB/s")
+    print(f"updock best: {updock_best:8.1f} MB/s")
+    print(f"ratio updock/curl: {ratio:.2f} (goal >= 0.90)")
+    print(f"updock peak RSS: {peak:.1f} MiB (goal < 100 MiB)")
+    print(f"bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,588 @@
+"""Transactions: many file operations on a tree, all or nothing.
+
+Commit protocol
+---------------
+A transaction moves a tree from an old state to a new one so that a crash
+at any instant leaves, after recovery, exactly the old tree or exactly the
+new one. Its steps, each ending in a durable state a crash may stop in:
+
+1. ``begin``: a ``TxBegun`` record.
+2. ``plan``: every path is checked (``engine.ops``, ``engine.paths``);
+   nothing is written. ``check_space``: every filesystem that will be
+   written (blob store and journal, staging, tree) has room, with a margin.
+3. ``prepare``: stage and capture.
+   - Post-images: each staged file is hashed and hard-linked into the blob
+     store (a second name for the same inode, no copy); a staged folder
+     becomes a tree listing whose files are linked the same way.
+   - Pre-images: each file about to be replaced or deleted is hashed and
+     hard-linked into the store (a folder: all its files plus a listing).
+     Linking, unlike a copy, costs no data write; the tree's file is then
+     replaced by rename, never written in place, so the store's name keeps
+     the old bytes.
+   - One ``syncfs(2)`` per filesystem makes every staged byte, blob and name
+     durable at once, instead of one fsync per file (dpkg's per-file fsync
+     turned a 5 s install into 76 s).
+   - Every ``OpIntended`` record (path, pre-image, post-image) goes to the
+     journal in one group commit. From here on recovery can undo anything.
+4. ``apply``: each post-image is put in place with ``rename(2)``: the staged
+   file or folder itself when it is on the tree's filesystem, else a copy or
+   link of the blob at a scratch name beside the target, renamed over it. A
+   replaced folder moves aside into ``<state>/txn/<tx>/`` (one rename) until
+   the end. Then one ``syncfs`` per filesystem makes every rename, and so
+   every touched folder, durable, and the ``OpApplied`` records follow in
+   one group commit.
+5. ``decide``: ``CommitDecided``, the point of no return. The upgrade
+   pipeline journals its own steps (services started, health verdict)
+   between ``apply`` and ``decide``.
+6. ``commit``: the folders set aside are removed, then ``Committed``.
+
+Where the point of no return lies, and why: after the placement, not
+before it. The health gate runs on the placed files, and when it fails the
+file change must still be undoable, so placement cannot be past the point
+of no return. And the two images are not equally safe: pre-images are made
+durable in the store before the first change, whereas post-images may
+still live only in a staging folder that a crash or a cleanup can empty.
+Before ``CommitDecided`` recovery rolls back; after it, recovery rolls
+forward: it finishes the cleanup and redoes, from the stored post-image,
+any operation whose result is not on disk (``engine.placement``).
+
+Durability calls per transaction do not grow with the number of files:
+five journal fsyncs (begun, intents, applied, decided, committed) and three
+rounds of one ``syncfs`` per filesystem (prepare, apply, and rollback when
+there is one). Every call goes through ``journal.fsio``.
+
+A failure while applying (ENOSPC, EACCES, EROFS, EBUSY, any error) rolls
+every operation back at once and raises ``PlacementFailedError`` (a
+``RolledBackError``) naming the path and the errno; if undoing fails too,
+``RollbackIncompleteError`` carries both errors, and the transaction stays
+open for the next recovery. A crash (or Ctrl-C) leaves it to recovery.
+
+Crash points (``journal.crashpoints``) mark each durable step:
+``tx.begun``, ``tx.prepare.captured``, ``tx.prepare.synced``,
+``tx.prepare.journaled``, ``tx.apply.op`` (after each operation),
+``tx.apply.synced``, ``tx.apply.journaled``, ``tx.decided``,
+``tx.finish.cleaned``, ``tx.committed``, and when rolling back
+``tx.undo.op``, ``tx.undo.synced``, ``tx.rolled_back``, ``tx.aborted``.
+"""
+
+from __future__ import annotations
+
+import errno
+import getpass
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from engine.errors import (
+    BadInputError,
+    InsufficientSpaceError,
+    RefusedError,
+    RollbackFailedError,
+    RolledBackError,
+)
+from engine.ops import MAKE_DIR, SET_MODE, Op, PlannedOp, lstat_kind, plan_ops
+from engine.placement import (
+    Workspace,
+    default_work_dir,
+    discard_work_dir,
+    realize,
+    remove_scratch,
+    sync_filesystems,
+    undo_all,
+)
+from engine.progress import Progress, ProgressEvent
+from engine.space import SpaceNeed, check_free_space, filesystem_id
+from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, walk
+from journal import BlobStore, Journal
+from journal.crashpoints import crashpoint
+from journal.records import (
+    ABSENT,
+    TREE,
+    Aborted,
+    CommitDecided,
+    Committed,
+    ImageRef,
+    OpApplied,
+    RolledBack,
+    TxBegun,
+)
+
+__all__ = ["Op", "Transaction"]
+
+logger = logging.getLogger(__name__)
+
+BEGUN, PLANNED, PREPARED, APPLYING, APPLIED, DECIDED, ENDED = (
+    "begun", "planned", "prepared", "applying", "applied", "decided", "ended",
+)
+# Bytes of journal per operation, and of listing per tree entry, for the
+# space check (a generous estimate of msgpack records).
+_JOURNAL_BYTES_PER_OP = 1024
+_LISTING_BYTES_PER_ENTRY = 256
+_HASH_THREADS = 4
+_PROGRESS_EVERY = 256
+
+
+class WrongPhaseError(RefusedError):
+    def __init__(self, tx: str, action: str, phase: str) -> None:
+        super().__init__(f"transaction {tx}: cannot {action} when {phase}")
+        self.tx = tx
+        self.phase = phase
+
+
+class PrepareFailedError(RolledBackError):
+    """Staging or capturing failed; the tree was not changed."""
+
+    def __init__(self, tx: str, exc: OSError) -> None:
+        super().__init__(
+            f"transaction {tx}: preparing failed at {exc.filename}: "
+            f"[Errno {exc.errno}] {exc.strerror}; nothing was changed",
+            exc,
+        )
+        self.tx = tx
+        self.path = exc.filename
+        self.errno = exc.errno
+
+
+class StagingSpaceError(InsufficientSpaceError):
+    """The disk filled up while staging, before any change to the tree."""
+
+    def __init__(self, tx: str, exc: OSError) -> None:
+        super().__init__(
+            f"transaction {tx}: no space left on the filesystem of {exc.filename} "
+            "while staging; nothing was changed"
+        )
+        self.tx = tx
+        self.path = exc.filename
+
+
+class PlacementFailedError(RolledBackError):
+    """An operation failed while applying; every change was rolled back."""
+
+    def __init__(self, tx: str, planned: PlannedOp, exc: BaseException) -> None:
+        code = getattr(exc, "errno", None)
+        name = errno.errorcode.get(code, "") if code else ""
+        detail = f"{name} [Errno {code}] {getattr(exc, 'strerror', '')}" if code else str(exc)
+        super().__init__(
+            f"transaction {tx}: {planned.kind} {planned.path!r} failed: {detail.strip()}"
+            f" (at {getattr(exc, 'filename', None) or planned.path}); every change "
+            "was rolled back",
+            exc,
+        )
+        self.tx = tx
+        self.path = planned.path
+        self.errno = code
+
+
+class RollbackIncompleteError(RollbackFailedError):
+    """A change failed and undoing it failed too."""
+
+    hint = "free the resource named above, then run 'updock recover'"
+
+    def __init__(self, tx: str, cause: BaseException, rollback_error: BaseException) -> None:
+        super().__init__(f"transaction {tx} failed", cause, rollback_error)
+        self.tx = tx
+
+
+class Transaction:
+    """A journaled set of file operations on one tree; see the module doc.
+
+    Use ``Transaction.begin``, then ``plan``, ``check_space`` (optional:
+    ``prepare`` runs it when skipped), ``prepare``, ``apply``, ``commit``;
+    ``roll_back`` or ``abort`` to give up. As a context manager, an
+    exception rolls back (or aborts) whatever was not committed.
+    """
+
+    def __init__(self, journal: Journal, store: BlobStore, tree: Path, tx: str,
+                 work_dir: Path) -> None:
+        self.id = tx
+        self.tree = Path(tree)
+        self._journal = journal
+        self._store = store
+        self._ws = Workspace(self.tree, store, tx, work_dir / tx)
+        self._planned: list[PlannedOp] = []
+        self._phase = BEGUN
+        self._space_checked = False
+
+    # -- starting ------------------------------------------------------------
+
+    @classmethod
+    def begin(
+        cls,
+        journal: Journal,
+        store: BlobStore,
+        tree_root: Path,
+        *,
+        kind: str = "upgrade",
+        from_version: str | None = None,
+        to_version: str | None = None,
+        strategy: str | None = None,
+        work_dir: Path | None = None,
+    ) -> Transaction:
+        """Start a transaction: journal ``TxBegun``.
+
+        Args:
+            journal: The deployment's journal, open for writing.
+            store: The deployment's blob store.
+            tree_root: The tree the operations change.
+            kind: What the transaction is (``upgrade``, ``rollback``, ...).
+            from_version: The version deployed before.
+            to_version: The version it installs.
+            strategy: ``full`` or ``patch``, for the record.
+            work_dir: Where folders are set aside (default ``<store>/../txn``).
+
+        Returns:
+            The transaction, in phase ``begun``.
+        """
+        tx = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        work = work_dir if work_dir is not None else default_work_dir(store)
+        journal.append(TxBegun(
+            tx=tx, kind=kind, from_version=from_version, to_version=to_version,
+            host=socket.gethostname(), pid=os.getpid(), user=_user(),
+            strategy=strategy, at=time.time(),
+        ))
+        crashpoint("tx.begun")
+        logger.info("transaction %s (%s) begun", tx, kind)
+        return cls(journal, store, tree_root, tx, work)
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @property
+    def planned(self) -> list[PlannedOp]:
+        """The planned operations (with their images once prepared)."""
+        return list(self._planned)
+
+    def plan(self, ops: Iterable[Op]) -> list[PlannedOp]:
+        """Check every operation and number them; nothing changes on disk.
+
+        Raises:
+            BadInputError: a subclass naming the path and the broken rule;
+                the transaction is aborted.
+        """
+        self._require(BEGUN, "plan")
+        try:
+            self._planned = plan_ops(self.tree, self._store, ops)
+        except BadInputError as exc:
+            self.abort(f"plan refused: {exc}")
+            raise
+        self._phase = PLANNED
+        logger.debug("transaction %s: %d operations planned", self.id, len(self._planned))
+        return self.planned
+
+    def check_space(self, extra_paths: Iterable[Path | tuple[Path, int]] = ()) -> None:
+        """Refuse when a filesystem to be written lacks room (margin included).
+
+        Args:
+            extra_paths: Further paths the caller will write, each a path (it
+                must keep the margin free) or ``(path, bytes)``.
+
+        Raises:
+            InsufficientSpaceError: names the filesystem, the bytes needed
+                and the bytes free; the transaction is aborted.
+        """
+        self._require(PLANNED, "check space")
+        needs = self._space_needs()
+        for extra in extra_paths:
+            path, size = extra if isinstance(extra, tuple) else (extra, 0)
+            needs.append(SpaceNeed(Path(path), size))
+        try:
+            check_free_space(needs)
+        except InsufficientSpaceError as exc:
+            self.abort(f"not enough space: {exc}")
+            raise
+        self._space_checked = True
+
+    def _space_needs(self) -> list[SpaceNeed]:
+        """Bytes and inodes each filesystem receives (see ``engine.space``).
+
+        Linking and renaming write no data; only content crossing
+        filesystems is copied. Placing a stored blob is counted as a copy,
+        since a blob already linked elsewhere is copied.
+        """
+        store_root, tree = self._store.root, self.tree
+        same_store = filesystem_id(store_root) == filesystem_id(tree)
+        needs = [SpaceNeed(store_root, _JOURNAL_BYTES_PER_OP * len(self._planned))]
+        for planned in self._planned:
+            entries = len(planned.pre_walk or ()) + len(planned.post_walk or ())
+            needs.append(SpaceNeed(store_root, _LISTING_BYTES_PER_ENTRY * entries))
+            if not same_store:
+                needs.append(SpaceNeed(store_root, planned.pre_bytes, entries or 1))
+            if planned.source is None:
+                needs.append(SpaceNeed(tree, planned.post_bytes, entries or 1))
+                continue
+            staging = filesystem_id(planned.source)
+            if staging != filesystem_id(store_root):
+                needs.append(SpaceNeed(store_root, planned.post_bytes, entries or 1))
+            if staging != filesystem_id(tree):
+                needs.append(SpaceNeed(tree, planned.post_bytes, entries or 1))
+        return needs
+
+    # -- prepare -------------------------------------------------------------
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Stage post-images and capture pre-images durably, journal intents.
+
+        Raises:
+            InsufficientSpaceError: the space check (run here when the caller
+                did not) refused, or the disk filled while staging.
+            PrepareFailedError: another error while staging; nothing changed.
+            BadInputError: a device or FIFO is among the paths.
+        """
+        if self._phase == PLANNED and not self._space_checked:
+            self.check_space()
+        self._require(PLANNED, "prepare")
+        started = time.monotonic()
+        try:
+            self._capture_images()
+            crashpoint("tx.prepare.captured")
+            sync_filesystems(self._filesystems())
+            crashpoint("tx.prepare.synced")
+            now = time.time()
+            self._journal.append_many([p.record(self.id, now) for p in self._planned])
+            crashpoint("tx.prepare.journaled")
+        except BadInputError as exc:
+            self.abort(f"prepare refused: {exc}")
+            raise
+        except OSError as exc:
+            self._abort_quietly(f"prepare failed: {exc}")
+            if exc.errno == errno.ENOSPC:
+                raise StagingSpaceError(self.id, exc) from exc
+            raise PrepareFailedError(self.id, exc) from exc
+        self._phase = PREPARED
+        _report(progress, "stage", len(self._planned), time.monotonic() - started)
+        logger.debug("transaction %s: %d intents journaled", self.id, len(self._planned))
+
+    def _capture_images(self) -> None:
+        """Fill in every planned op's pre-image and post-image.
+
+        File hashing and linking runs on a few threads: hashlib and the
+        link/stat system calls release the GIL.
+        """
+        jobs: list[Callable[[], None]] = []
+        finish: list[Callable[[], None]] = []
+        for planned in self._planned:
+            _capture_post(self._store, planned, jobs, finish)
+            _capture_pre(self._store, self.tree, planned, jobs, finish)
+        with ThreadPoolExecutor(_HASH_THREADS) as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
+        for step in finish:
+            step()
+
+    def _filesystems(self) -> list[Path]:
+        sources = {p.source.parent for p in self._planned if p.source is not None}
+        return [self._store.root, self.tree, self._ws.work_dir.parent, *sorted(sources)]
+
+    # -- apply ---------------------------------------------------------------
+
+    def apply(self, progress: Progress | None = None) -> None:
+        """Put every post-image in place, make it durable, journal it.
+
+        Raises:
+            PlacementFailedError: an operation failed; all were rolled back.
+            RollbackIncompleteError: rolling back failed as well.
+        """
+        self._require(PREPARED, "apply")
+        self._phase = APPLYING
+        started, total = time.monotonic(), len(self._planned)
+        current = None
+        try:
+            for current in self._planned:
+                realize(self._ws, current, current.post, source=current.source,
+                        keep_as=self._ws.aside(current.op, "pre"))
+                crashpoint("tx.apply.op")
+                if progress is not None and current.op % _PROGRESS_EVERY == 0:
+                    progress(ProgressEvent("bytes", "apply", done=current.op, total=total,
+                                           unit="files"))
+            sync_filesystems(self._filesystems())
+            crashpoint("tx.apply.synced")
+        except Exception as exc:  # noqa: BLE001 - any failure rolls back
+            self._fail(exc, current)
+        now = time.time()
+        self._journal.append_many(
+            [OpApplied(tx=self.id, op=p.op, at=now) for p in self._planned]
+        )
+        crashpoint("tx.apply.journaled")
+        self._phase = APPLIED
+        _report(progress, "apply", total, time.monotonic() - started)
+        logger.info("transaction %s: %d operations applied", self.id, total)
+
+    def _fail(self, exc: Exception, current: PlannedOp | None) -> None:
+        failed = current or self._planned[-1]
+        logger.error("transaction %s: %s %s failed: %s", self.id, failed.kind,
+                     failed.path, exc)
+        try:
+            self._undo(f"{failed.kind} {failed.path} failed: {exc}")
+        except Exception as rollback_exc:  # noqa: BLE001 - reported with the cause
+            raise RollbackIncompleteError(self.id, exc, rollback_exc) from exc
+        raise PlacementFailedError(self.id, failed, exc) from exc
+
+    # -- ending --------------------------------------------------------------
+
+    def decide(self) -> None:
+        """Journal ``CommitDecided``: from here recovery rolls forward."""
+        self._require(APPLIED, "decide")
+        self._journal.append(CommitDecided(tx=self.id, at=time.time()))
+        crashpoint("tx.decided")
+        self._phase = DECIDED
+
+    def commit(self, version: str | None = None) -> None:
+        """Decide (unless done), remove what was set aside, journal ``Committed``.
+
+        Args:
+            version: The version now deployed (recorded in the journal).
+        """
+        if self._phase == APPLIED:
+            self.decide()
+        self._require(DECIDED, "commit")
+        discard_work_dir(self._ws)
+        crashpoint("tx.finish.cleaned")
+        self._journal.append(Committed(tx=self.id, version=version, at=time.time()))
+        crashpoint("tx.committed")
+        self._phase = ENDED
+        logger.info("transaction %s committed", self.id)
+
+    def roll_back(self, reason: str) -> None:
+        """Undo every operation and journal ``RolledBack``.
+
+        Before ``prepare`` this is an ``abort``.
+
+        Raises:
+            WrongPhaseError: the commit was decided already.
+        """
+        if self._phase in (BEGUN, PLANNED):
+            self.abort(reason)
+            return
+        self._require((PREPARED, APPLYING, APPLIED), "roll back")
+        self._undo(reason)
+
+    def _undo(self, reason: str) -> None:
+        undo_all(self._ws, self._planned, "tx.undo.op")
+        remove_scratch(self._ws, self._planned)
+        sync_filesystems(self._filesystems())
+        crashpoint("tx.undo.synced")
+        discard_work_dir(self._ws)
+        self._journal.append(RolledBack(tx=self.id, reason=reason, at=time.time()))
+        crashpoint("tx.rolled_back")
+        self._phase = ENDED
+        logger.warning("transaction %s rolled back: %s", self.id, reason)
+
+    def abort(self, reason: str) -> None:
+        """Journal ``Aborted``: the transaction ends before changing anything."""
+        self._require((BEGUN, PLANNED, PREPARED), "abort")
+        discard_work_dir(self._ws)
+        self._journal.append(Aborted(tx=self.id, reason=reason, at=time.time()))
+        crashpoint("tx.aborted")
+        self._phase = ENDED
+        logger.info("transaction %s aborted: %s", self.id, reason)
+
+    def _abort_quietly(self, reason: str) -> None:
+        """Abort, keeping the original error when the journal fails too."""
+        try:
+            self.abort(reason)
+        except Exception as exc:  # noqa: BLE001 - recovery will end it
+            logger.error("transaction %s: could not journal the abort: %s", self.id, exc)
+
+    def _require(self, phases: str | tuple[str, ...], action: str) -> None:
+        if self._phase not in (phases if isinstance(phases, tuple) else (phases,)):
+            raise WrongPhaseError(self.id, action, self._phase)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None or self._phase in (ENDED, DECIDED):
+            return
+        if isinstance(exc, (KeyboardInterrupt, RolledBackError, RollbackFailedError)):
+            return
+        try:
+            self.roll_back(f"{type(exc).__name__}: {exc}")
+        except Exception as rollback_exc:  # noqa: BLE001 - keep both
+            raise RollbackIncompleteError(self.id, exc, rollback_exc) from exc
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _report(progress: Progress | None, step: str, count: int, seconds: float) -> None:
+    if progress is not None:
+        progress(ProgressEvent("step_finished", step, done=count, unit="files",
+                               seconds=seconds))
+
+
+# -- capturing images --------------------------------------------------------
+
+
+def _capture_post(store: BlobStore, planned: PlannedOp, jobs: list, finish: list) -> None:
+    """Queue the work that fills ``planned.post``."""
+    kind = planned.kind
+    if kind == SET_MODE or planned.kind.startswith("delete"):
+        return
+    if kind == MAKE_DIR:
+        planned.post = ImageRef(kind=DIR, mode=planned.mode or 0)
+    elif kind == "make_symlink":
+        planned.post = ImageRef(kind=SYMLINK, target=planned.target)
+    elif kind == "put_file" and planned.source is None:
+        planned.post = ImageRef(kind=FILE, blob=planned.blob, size=planned.post_bytes,
+                                mode=planned.mode or 0)
+    elif kind == "put_file":
+        def put() -> None:
+            info = store.put_path(planned.source, link=True, sync=False)
+            planned.post = ImageRef(kind=FILE, blob=info.digest, size=info.size,
+                                    mode=planned.mode or 0)
+        jobs.append(put)
+    elif planned.source is None:
+        planned.post = ImageRef(kind=TREE, blob=planned.blob, size=planned.post_bytes)
+    else:
+        entries = planned.post_walk or []
+        _queue_tree(store, planned.source, entries, jobs)
+        finish.append(lambda: setattr(planned, "post", _tree_image(store, entries)))
+
+
+def _capture_pre(store: BlobStore, tree: Path, planned: PlannedOp, jobs: list,
+                 finish: list) -> None:
+    """Queue the work that fills ``planned.pre`` from what the disk holds."""
+    path = tree / planned.path
+    found, info = lstat_kind(path)
+    if found == ABSENT or info is None:
+        planned.pre = ImageRef()
+    elif planned.kind == SET_MODE:
+        planned.pre = ImageRef(kind=found, mode=info.st_mode & 0o7777)
+        planned.post = ImageRef(kind=found, mode=planned.mode or 0)
+    elif found == SYMLINK:
+        planned.pre = ImageRef(kind=SYMLINK, target=os.readlink(path))
+    elif found == DIR and planned.kind == MAKE_DIR:
+        planned.pre = ImageRef(kind=DIR, mode=info.st_mode & 0o7777)
+    elif found == DIR:
+        entries = planned.pre_walk if planned.pre_walk is not None else walk(path)
+        _queue_tree(store, path, entries, jobs)
+        finish.append(lambda: setattr(planned, "pre", _tree_image(store, entries)))
+    else:
+        def put() -> None:
+            blob = store.put_path(path, link=True, sync=False)
+            planned.pre = ImageRef(kind=FILE, blob=blob.digest, size=blob.size,
+                                   mode=info.st_mode & 0o7777)
+        jobs.append(put)
+
+
+def _queue_tree(store: BlobStore, top: Path, entries: list[WalkedEntry], jobs: list) -> None:
+    for entry in entries:
+        if entry.kind == FILE:
+            def put(entry: WalkedEntry = entry) -> None:
+                entry.blob = store.put_path(top / entry.relpath, link=True, sync=False).digest
+            jobs.append(put)
+
+
+def _tree_image(store: BlobStore, entries: list[WalkedEntry]) -> ImageRef:
+    listing = store.put_tree_listing([e.to_tree_entry() for e in entries], sync=False)
+    return ImageRef(kind=TREE, blob=listing.digest, size=sum(e.size for e in entries))

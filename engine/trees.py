@@ -1,0 +1,226 @@
+"""Whole directory trees as images: walk, capture, compare, rebuild.
+
+A tree image is a tree listing in the blob store (``journal.blobs.TreeEntry``:
+relpath, kind, mode, blob, target; ``""`` is the top folder itself) whose
+file entries name further blobs. It records everything a rollback must bring
+back: every folder with its mode (empty ones included), every file's content
+and mode, every symlink's target. Owners and timestamps are not recorded:
+updock runs as the deployment's owner and compose does not read mtimes.
+
+Files are stored with the hard-link fast path (``put_path(link=True)``), so
+capturing a tree costs one read (for the hash) and one link per file, never
+a copy, when the store shares the tree's filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import BadInputError
+from journal import BlobStore, TreeEntry
+from journal.blobs import CHUNK
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+
+
+class UnsupportedFileTypeError(BadInputError):
+    """A device, FIFO or socket where only files, folders and links may be."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} is a device, FIFO or socket; updock handles only files, "
+            "folders and symlinks"
+        )
+        self.path = path
+
+
+@dataclass
+class WalkedEntry:
+    """One path found by ``walk``; ``blob`` is filled in once stored."""
+
+    relpath: str
+    kind: str
+    mode: int
+    size: int = 0
+    target: str | None = None
+    blob: str | None = None
+
+    def to_tree_entry(self) -> TreeEntry:
+        return TreeEntry(self.relpath, self.kind, self.mode, self.blob, self.target)
+
+
+def kind_of(mode: int) -> str | None:
+    """``file``, ``dir`` or ``symlink`` for an ``st_mode``; None for others."""
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    return None
+
+
+def walk(top: Path) -> list[WalkedEntry]:
+    """Every path under ``top`` (``top`` itself as ``""``), parents first.
+
+    Symlinks are listed, never followed.
+
+    Raises:
+        UnsupportedFileTypeError: a device, FIFO or socket is in the tree.
+    """
+    entries = [WalkedEntry("", DIR, stat.S_IMODE(os.lstat(top).st_mode))]
+    pending = [(top, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as found:
+            children = sorted(found, key=lambda entry: entry.name)
+        for child in children:
+            info = child.stat(follow_symlinks=False)
+            kind = kind_of(info.st_mode)
+            if kind is None:
+                raise UnsupportedFileTypeError(Path(child.path))
+            relpath = prefix + child.name
+            entry = WalkedEntry(relpath, kind, stat.S_IMODE(info.st_mode))
+            if kind == FILE:
+                entry.size = info.st_size
+            elif kind == SYMLINK:
+                entry.mode = 0
+                entry.target = os.readlink(child.path)
+            else:
+                pending.append((Path(child.path), relpath + "/"))
+            entries.append(entry)
+    return entries
+
+
+def tree_size(entries: list[WalkedEntry]) -> int:
+    """Bytes of file content in a walked tree."""
+    return sum(entry.size for entry in entries)
+
+
+# -- comparing --------------------------------------------------------------
+
+
+def same_content(store: BlobStore, path: Path, info: os.stat_result, digest: str) -> bool:
+    """Whether the regular file at ``path`` (stat ``info``) holds blob ``digest``.
+
+    The same inode as the blob means the same bytes (the hard-link fast path
+    makes this the usual case); otherwise sizes, then hashes, are compared.
+    """
+    try:
+        blob = os.stat(store.path_of(digest))
+    except FileNotFoundError:
+        blob = None
+    if blob is not None:
+        if (blob.st_ino, blob.st_dev) == (info.st_ino, info.st_dev):
+            return True
+        if blob.st_size != info.st_size:
+            return False
+    return hash_file(path) == digest
+
+
+def hash_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def tree_matches(store: BlobStore, top: Path, listing: list[TreeEntry]) -> bool:
+    """Whether the folder ``top`` holds exactly the tree ``listing`` describes.
+
+    Every path, kind, mode, file content and link target must match, and no
+    path may be there that the listing lacks.
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return False
+        found = {entry.relpath: entry for entry in walk(top)}
+    except (FileNotFoundError, NotADirectoryError, UnsupportedFileTypeError):
+        return False
+    if len(found) != len(listing):
+        return False
+    for expected in listing:
+        actual = found.get(expected.relpath)
+        if not _entry_matches(store, top, expected, actual):
+            return False
+    return True
+
+
+def _entry_matches(
+    store: BlobStore, top: Path, expected: TreeEntry, actual: WalkedEntry | None
+) -> bool:
+    if actual is None or actual.kind != expected.kind:
+        return False
+    if expected.kind == SYMLINK:
+        return actual.target == expected.target
+    if actual.mode != expected.mode:
+        return False
+    if expected.kind == DIR:
+        return True
+    if expected.blob is None:
+        return False
+    path = top / expected.relpath
+    return same_content(store, path, os.lstat(path), expected.blob)
+
+
+# -- building ---------------------------------------------------------------
+
+
+def build_tree(
+    store: BlobStore,
+    listing: list[TreeEntry],
+    dest: Path,
+    place_file: Callable[[str, Path], None],
+) -> None:
+    """Create the tree ``listing`` describes at ``dest`` (which must not exist).
+
+    Folders are created writable and get their recorded modes last, deepest
+    first, so a read-only folder can still be filled.
+
+    Args:
+        store: Where the file contents are.
+        listing: The tree listing.
+        dest: The folder to create.
+        place_file: Called with a file's digest and destination path; puts
+            the content there (by link or copy).
+    """
+    folders: list[tuple[Path, int]] = []
+    for entry in sorted(listing, key=lambda entry: entry.relpath):
+        path = dest / entry.relpath if entry.relpath else dest
+        if entry.kind == DIR:
+            os.mkdir(path, 0o700)
+            folders.append((path, entry.mode))
+        elif entry.kind == SYMLINK:
+            os.symlink(entry.target or "", path)
+        else:
+            place_file(entry.blob or "", path)
+            os.chmod(path, entry.mode)
+    for path, mode in reversed(folders):
+        os.chmod(path, mode)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder and everything in it, read-only subfolders included."""
+
+    def retry_writable(function: Callable, failed: str, exc: BaseException) -> None:
+        parent = os.path.dirname(failed)
+        if not isinstance(exc, PermissionError) or not parent:
+            raise exc
+        os.chmod(parent, 0o700)
+        function(failed)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry_writable)
+    else:
+        shutil.rmtree(path, onerror=lambda fn, failed, info: retry_writable(fn, failed, info[1]))

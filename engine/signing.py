@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from engine.errors import BadInputError, IntegrityError
+from engine.errors import BadInputError, IntegrityError, RefusedError
 from journal import fsio
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,16 @@ class KeyFormatError(BadInputError):
         super().__init__(f"signing key {source}: {problem}")
         self.source = source
         self.problem = problem
+
+
+class KeyExistsError(RefusedError, FileExistsError):
+    """A key file is already there; keys are never overwritten."""
+
+    hint = "choose another --out folder or --name, or move the old keys away"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} exists; refusing to overwrite a key")
+        self.path = path
 
 
 class SignatureError(IntegrityError):
@@ -82,7 +92,7 @@ def generate_keypair(out_dir: Path, name: str = "updock-signing") -> tuple[Path,
         The private key path (mode 0600) and the public key path.
 
     Raises:
-        FileExistsError: a key of that name is already there (never overwritten).
+        KeyExistsError: a key of that name is already there (never overwritten).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +100,7 @@ def generate_keypair(out_dir: Path, name: str = "updock-signing") -> tuple[Path,
     public_path = out_dir / f"{name}.pub"
     for path in (private_path, public_path):
         if path.exists():
-            raise FileExistsError(f"{path} exists; refusing to overwrite a key")
+            raise KeyExistsError(path)
 
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(

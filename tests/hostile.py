@@ -206,7 +206,9 @@ def zip_bytes(entries: list[tuple[str, bytes, int | None]]) -> bytes:
             for name, data, mode in entries:
                 info = zipfile.ZipInfo(name, date_time=(2030, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
-                if mode is not None:
+                if mode is None:  # a DOS entry: no Unix mode at all
+                    info.create_system, info.external_attr = 0, 0x20
+                else:
                     info.create_system = 3
                     info.external_attr = mode << 16
                 zf.writestr(info, data)

@@ -232,14 +232,19 @@ class Journal:
             count = self._start_compacted(segment.path, frames)
 
         # The hot loop of every open: no call but the decoder and the fold.
-        advance, decode = self.state.advance, records.decode
+        # Records of unknown kinds fail the typed decoder; records.decode
+        # then makes them UnknownEvent (or raises for a garbled payload).
+        advance, decode = self.state.advance, _event_decoder.decode
         offset_now = offset
-        try:
-            for seq, offset_now, payload in frames:
-                advance(seq, decode(payload))
-                count += 1
-        except msgspec.DecodeError as exc:
-            raise _undecodable(segment.path, offset_now, exc) from exc
+        for seq, offset_now, payload in frames:
+            try:
+                event = decode(payload)
+            except msgspec.ValidationError:
+                event = _decode_at(segment.path, offset_now, payload)
+            except msgspec.DecodeError as exc:
+                raise _undecodable(segment.path, offset_now, exc) from exc
+            advance(seq, event)
+            count += 1
 
         self._since_checkpoint += count
         self._bytes_since_checkpoint += scanner.end - offset
@@ -490,9 +495,7 @@ class Journal:
         if self._segment_full(size):
             self._rotate()
 
-        first = self._next_seq
-        salt, frame = self.salt, segments.frame
-        data = b"".join(frame(first + i, p, salt) for i, p in enumerate(payloads))
+        data = segments.frames(self._next_seq, payloads, self.salt)
         self._write(data)
         return self._appended(events, len(data))
 
@@ -723,6 +726,9 @@ def image_blobs(image: records.ImageRef, blobs: BlobStore) -> list[str]:
         return [image.blob]
     listing = blobs.read_tree_listing(image.blob)
     return [image.blob] + [entry.blob for entry in listing if entry.blob]
+
+
+_event_decoder = msgspec.msgpack.Decoder(records.AnyEvent)
 
 
 def _decode_at(path: Path, offset: int, payload: memoryview) -> Any:

@@ -11,12 +11,30 @@ A segment is a header followed by records, back to back::
         first seq    u64  sequence number of the segment's first record
         checksum     u32  crc32 of the 28 bytes before it
 
-    record (16-byte frame + payload)
+    record (20-byte frame + payload)
         checksum     u32  crc32 of everything after it in the record
-                          (length, seq, payload), seeded with the salt
-        length       u32  payload bytes
+                          (length, seq, index, payload), seeded with the salt
+        length       u32  payload bytes; the top bit (END) marks the last
+                          record of one write
         seq          u64  sequence number, one more than the record before
+        index        u32  position of the record in its write (0: first)
         payload           a msgpack-encoded event (journal.records)
+
+One write (one ``append`` or one ``append_many``) is a run of records whose
+last carries the END mark, like SQLite's WAL commit frame: a reader accepts
+a write's records only once it has read its END record, so a group commit
+cut short by a crash vanishes whole.
+
+A bad record is a torn tail when it belongs to the last write of the last
+segment: nothing valid follows it, or what follows belongs to the same write
+(its index says the write began at or before the bad record) and no other
+write comes after. Anything else (a valid record of a later write after the
+bad one, or a bad record in an older segment) is corruption, and
+``CorruptRecordError`` names its offset. To tell the two apart the reader
+searches the bytes after a bad record for a valid frame; after a crash only
+the last write can be damaged, so the search is short. A damaged record
+inside the last write looks exactly like an interrupted write and is dropped
+as one (with the WARNING): every earlier write is safe.
 
 Segments are preallocated: the writer extends a segment by ``PREALLOCATE``
 bytes of zeros at a time, in the same write as the record that needs them.
@@ -31,12 +49,6 @@ Seeding the checksum with the journal's salt (as SQLite's WAL does with its
 salts) means a record copied from another journal, or left over from an
 older one, never passes as valid here.
 
-A record that fails its checks is a torn tail when nothing valid follows it
-in the last segment: a write cut short by a crash. When a valid record
-follows it, or it sits in an older segment, it is corruption, and
-``CorruptRecordError`` names its offset. To tell the two apart, the reader
-searches the bytes after a bad record for any valid frame; after a crash the
-tail holds at most one partial write, so the search is short.
 """
 
 from __future__ import annotations
@@ -57,9 +69,12 @@ SUFFIX = ".seg"
 
 _HEADER = struct.Struct("<8sHHIIQI")
 HEADER_SIZE = _HEADER.size
-_FRAME = struct.Struct("<IIQ")
+_FRAME = struct.Struct("<IIQI")
 FRAME_SIZE = _FRAME.size
 MAX_PAYLOAD = 64 * 1024 * 1024
+END = 0x8000_0000
+_LENGTH = END - 1
+_ZEROS = bytes(64 * 1024)
 PREALLOCATE = 1024 * 1024
 
 _READ_CHUNK = 4 * 1024 * 1024
@@ -138,9 +153,21 @@ def read_header(path: Path) -> SegmentHeader:
         return decode_header(path, file.read(HEADER_SIZE))
 
 
+def frames(first_seq: int, payloads: list[bytes], salt: int) -> bytes:
+    """The records of one write, ready to be written: the last carries END."""
+    last = len(payloads) - 1
+    parts = []
+    for index, payload in enumerate(payloads):
+        mark = END if index == last else 0
+        body = _FRAME.pack(0, len(payload) | mark, first_seq + index, index)[4:]
+        body += payload
+        parts.append(struct.pack("<I", zlib.crc32(body, salt)) + body)
+    return b"".join(parts)
+
+
 def frame(seq: int, payload: bytes, salt: int) -> bytes:
-    """One record: frame and payload, ready to be written."""
-    body = _FRAME.pack(0, len(payload), seq)[4:] + payload
+    """One record that is a write of its own."""
+    body = _FRAME.pack(0, len(payload) | END, seq, 0)[4:] + payload
     return struct.pack("<I", zlib.crc32(body, salt)) + body
 
 
@@ -200,9 +227,10 @@ class FrameScanner:
     """Iterates the valid records of one segment's bytes, checking each.
 
     Iterating yields ``(seq, offset, payload)`` with the payload a memoryview
-    into the segment's bytes. When iteration ends, ``end`` is the offset just
-    past the last valid record, and ``torn_at`` is None or the offset where
-    a torn tail (bad bytes with nothing valid after them) begins, and
+    into the segment's bytes, a write's records only once its END record is
+    read. When iteration ends, ``end`` is the offset just past the last
+    complete write and ``expected_seq`` the seq of the record that would come
+    next; ``torn_at`` is None or the offset where a torn tail begins, and
     ``torn_size`` how many bytes it holds before the preallocated zeros.
 
     Args:
@@ -213,8 +241,8 @@ class FrameScanner:
         expected_seq: The seq the first record must carry.
 
     Raises (while iterating):
-        CorruptRecordError: a bad record followed by a valid one, or a valid
-            record out of sequence.
+        CorruptRecordError: a bad record followed by a valid record of a
+            later write, or a valid record out of sequence.
     """
 
     def __init__(
@@ -235,12 +263,11 @@ class FrameScanner:
         size = len(data)
         unpack, crc32, head = _FRAME.unpack_from, zlib.crc32, FRAME_SIZE
         expected = self.expected_seq
-        pos = 0
-        while pos < size:
-            if size - pos < head:
-                break
-            crc, length, seq = unpack(data, pos)
-            stop = pos + head + length
+        pending: list[tuple[int, int, memoryview]] = []
+        pos = committed = 0
+        while size - pos >= head:
+            crc, word, seq, _index = unpack(data, pos)
+            stop = pos + head + (word & _LENGTH)
             if stop > size or crc32(view[pos + 4 : stop], salt) != crc:
                 break
             if seq != expected:
@@ -249,29 +276,74 @@ class FrameScanner:
                     base + pos,
                     f"record has sequence {seq} where {expected} was expected",
                 )
-            yield seq, base + pos, view[pos + head : stop]
             expected += 1
+            if word & END:
+                if pending:
+                    yield from pending
+                    pending = []
+                yield seq, base + pos, view[pos + head : stop]
+                committed = stop
+            else:
+                pending.append((seq, base + pos, view[pos + head : stop]))
             pos = stop
-        self.end = base + pos
-        self.expected_seq = expected
-        if pos < size:
-            self._classify_bad(pos, expected)
+        self.end = base + committed
+        self.expected_seq = pending[0][0] if pending else expected
+        self._classify_tail(committed, pos, expected)
 
-    def _classify_bad(self, pos: int, expected: int) -> None:
-        garbage = len(self.data[pos:].rstrip(b"\0"))
-        if not garbage:
-            return  # the preallocated zeros: a clean end
-        stop = pos + garbage
-        following = find_valid_frame(self.data, pos + 1, stop, self.salt, expected)
-        if following is not None:
+    def _classify_tail(self, committed: int, bad: int, bad_seq: int) -> None:
+        """Decide what the bytes after the last complete write are: zeros (a
+        clean end), a torn last write, or corruption (see the module doc)."""
+        extent = _nonzero_end(self.data, committed)
+        if extent == committed:
+            return
+        if bad < extent:
+            self._check_nothing_later(bad, bad_seq, extent)
+        self.torn_at = self.base + committed
+        self.torn_size = extent - committed
+
+    def _check_nothing_later(self, bad: int, bad_seq: int, extent: int) -> None:
+        found = find_valid_frame(self.data, bad + 1, extent, self.salt, bad_seq + 1)
+        if found is None:
+            return
+        _crc, _word, seq, index = _FRAME.unpack_from(self.data, found)
+        if seq - index > bad_seq or _later_write_follows(self.data, found, self.salt):
             raise CorruptRecordError(
                 self.path,
-                self.base + pos,
+                self.base + bad,
                 f"bad record (checksum or length) followed by a valid record "
-                f"at offset {self.base + following}",
+                f"of a later write at offset {self.base + found}",
             )
-        self.torn_at = self.base + pos
-        self.torn_size = garbage
+
+
+def _later_write_follows(data: bytes, pos: int, salt: int) -> bool:
+    """Whether, walking valid frames from ``pos``, a write ends and another
+    valid frame comes after it."""
+    view = memoryview(data)
+    ended = False
+    while len(data) - pos >= FRAME_SIZE:
+        crc, word, _seq, _index = _FRAME.unpack_from(data, pos)
+        stop = pos + FRAME_SIZE + (word & _LENGTH)
+        if stop > len(data) or zlib.crc32(view[pos + 4 : stop], salt) != crc:
+            return False
+        if ended:
+            return True
+        ended = bool(word & END)
+        pos = stop
+    return False
+
+
+def _nonzero_end(data: bytes, start: int) -> int:
+    """The offset just past the last non-zero byte at or after ``start``
+    (``start`` when there is none). Compares 64 KiB chunks with zeros from
+    the end backwards: memcmp speed, where the preallocated tail lives."""
+    stop = len(data)
+    while stop > start:
+        chunk_start = max(start, stop - len(_ZEROS))
+        chunk = data[chunk_start:stop]
+        if chunk != _ZEROS[: len(chunk)]:
+            return chunk_start + len(chunk.rstrip(b"\0"))
+        stop = chunk_start
+    return start
 
 
 def find_valid_frame(
@@ -286,9 +358,9 @@ def find_valid_frame(
     size = len(data)
     unpack, crc32 = _FRAME.unpack_from, zlib.crc32
     for pos in range(start, min(stop, size - FRAME_SIZE + 1)):
-        crc, length, seq = unpack(data, pos)
-        end = pos + FRAME_SIZE + length
-        if end > size or seq < min_seq or length > MAX_PAYLOAD:
+        crc, word, seq, _index = unpack(data, pos)
+        end = pos + FRAME_SIZE + (word & _LENGTH)
+        if end > size or seq < min_seq or word & _LENGTH > MAX_PAYLOAD:
             continue
         if crc32(view[pos + 4 : end], salt) == crc:
             return pos

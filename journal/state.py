@@ -35,8 +35,9 @@ class TxState(msgspec.Struct, kw_only=True):
 
     ``ops`` is the number of operations intended (highest op index + 1) and
     ``applied`` the number applied, in op order (highest applied index + 1).
-    ``services_stopped`` is true between a ``ServicesStopped`` and the next
-    ``ServicesStarted`` of the transaction.
+    ``services_stopped`` is true from a ``ServicesStopping`` (services may be
+    going down) or ``ServicesStopped`` to the next ``ServicesStarted`` of the
+    transaction.
     """
 
     tx: str
@@ -210,19 +211,24 @@ def _touch(state: State, seq: int, e: Any) -> TxState | None:
     return tx
 
 
+# The two kinds most records are: written out without _touch, for replay speed.
 def _op_intended(state: State, seq: int, e: r.OpIntended) -> None:
-    tx = _touch(state, seq, e)
-    if tx is not None and e.op >= tx.ops:
-        tx.ops = e.op + 1
+    tx = state.txs.get(e.tx)
+    if tx is not None:
+        tx.last_seq = seq
+        if e.op >= tx.ops:
+            tx.ops = e.op + 1
 
 
 def _op_applied(state: State, seq: int, e: r.OpApplied) -> None:
-    tx = _touch(state, seq, e)
-    if tx is not None and e.op >= tx.applied:
-        tx.applied = e.op + 1
+    tx = state.txs.get(e.tx)
+    if tx is not None:
+        tx.last_seq = seq
+        if e.op >= tx.applied:
+            tx.applied = e.op + 1
 
 
-def _services_stopped(state: State, seq: int, e: r.ServicesStopped) -> None:
+def _services_stopped(state: State, seq: int, e: Any) -> None:
     tx = _touch(state, seq, e)
     if tx is not None:
         tx.services_stopped = True
@@ -324,6 +330,7 @@ _HANDLERS: dict[type, Callable[[State, int, Any], None]] = {
     r.TxBegun: _tx_begun,
     r.OpIntended: _op_intended,
     r.OpApplied: _op_applied,
+    r.ServicesStopping: _services_stopped,
     r.ServicesStopped: _services_stopped,
     r.ServicesStarted: _services_started,
     r.CommitDecided: _commit_decided,

@@ -76,7 +76,9 @@ def detect_compose_cli() -> ComposeCli:
     tried = []
     for argv in (("docker", "compose"), ("docker-compose",)):
         try:
-            out = run_command([*argv, "version", "--short"], timeout_s=VERSION_TIMEOUT_S)
+            out = run_command(
+                [*argv, "version", "--short"], timeout_s=VERSION_TIMEOUT_S
+            )
         except ComposeNotFoundError:
             tried.append(f"{' '.join(argv)}: not installed")
             continue
@@ -221,6 +223,15 @@ class ComposeProject:
 
     @property
     def engine(self) -> DockerEngine:
+        """The engine connection, made on first use (see ``connect``)."""
+        return self.connect()
+
+    def connect(self) -> DockerEngine:
+        """Connect to the engine unless connected; return the connection.
+
+        Raises:
+            EngineUnreachableError: no engine answers.
+        """
         if self._engine is None:
             self._engine = DockerEngine.connect()
         return self._engine

@@ -70,9 +70,7 @@ class ComposeNotFoundError(ServicesError):
     )
 
     def __init__(self, tried: Sequence[str]) -> None:
-        super().__init__(
-            "no compose command found (tried: " + "; ".join(tried) + ")"
-        )
+        super().__init__("no compose command found (tried: " + "; ".join(tried) + ")")
         self.tried = list(tried)
 
 
@@ -228,6 +226,24 @@ class DockerEngine:
                     continue  # removed between the listing and the inspect
                 states.append(_container_state(attrs))
         return sorted(states, key=lambda s: (s.service, s.name))
+
+    def stop_containers(self, project: str, timeout_s: int) -> list[str]:
+        """Stop a project's running containers directly (compose unusable).
+
+        Each gets ``timeout_s`` after SIGTERM. Compose's dependency order is
+        not known here, so they are stopped one after the other.
+
+        Returns:
+            The names of the containers stopped.
+        """
+        stopped = []
+        for state in self.project_containers(project):
+            if state.status not in ("running", "restarting", "paused"):
+                continue
+            with translating(f"stop container {state.name}"):
+                self.client.api.stop(state.id, timeout=timeout_s)
+            stopped.append(state.name)
+        return stopped
 
     def image_id(self, ref: str) -> str | None:
         """The id of the image a tag (or id) names, None when there is none."""

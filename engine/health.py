@@ -139,7 +139,7 @@ def judge_service(
         return WAITING, "no container"
     results = [judge_container(c, now, stable_s) for c in containers]
     for wanted in (FAILED, WAITING):
-        for (standing, reason), c in zip(results, containers):
+        for (standing, reason), c in zip(results, containers, strict=True):
             if standing == wanted:
                 return standing, _with_name(reason, c, len(containers))
     return PASSED, results[0][1]
@@ -193,8 +193,12 @@ class HealthGate:
         elapsed = self.clock() - started
         verdicts = [self._verdict(n, s, over) for n, s in standings.items()]
         passed = all(v.passed for v in verdicts)
-        logger.info("health gate %s after %.1fs: %s",
-                    "passed" if passed else "failed", elapsed, _summary(standings))
+        logger.info(
+            "health gate %s after %.1fs: %s",
+            "passed" if passed else "failed",
+            elapsed,
+            _summary(standings),
+        )
         return GateResult(passed=passed, services=verdicts, seconds=elapsed)
 
     def look(self) -> dict[str, tuple[str, str]]:
@@ -209,7 +213,9 @@ class HealthGate:
             for name, found in by_service.items()
         }
 
-    def _verdict(self, name: str, standing: tuple[str, str], over: bool) -> ServiceVerdict:
+    def _verdict(
+        self, name: str, standing: tuple[str, str], over: bool
+    ) -> ServiceVerdict:
         state, reason = standing
         if state == WAITING and over:
             reason = f"{reason}; not passed within {self.limits.deadline_s:g}s"
@@ -224,4 +230,6 @@ def _decided(standings) -> bool:
 
 
 def _summary(standings: dict[str, tuple[str, str]]) -> str:
-    return "; ".join(f"{n} {s} ({r})" for n, (s, r) in standings.items()) or "no services"
+    return (
+        "; ".join(f"{n} {s} ({r})" for n, (s, r) in standings.items()) or "no services"
+    )

@@ -50,7 +50,12 @@ from engine.errors import RollbackFailedError, ServicesError
 logger = logging.getLogger(__name__)
 
 # Suffix spellings of the existing client, by the architecture they mean.
-ARCH_ALIASES = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64"}
+ARCH_ALIASES = {
+    "amd64": "amd64",
+    "x86_64": "amd64",
+    "arm64": "arm64",
+    "aarch64": "arm64",
+}
 KEPT_PREFIX = "updock-prev-"
 TAG_MAX = 128  # the engine's limit on a tag's length
 
@@ -152,7 +157,9 @@ def inspect_tar(path: Path) -> TarImages:
             members = {m.name.removeprefix("./"): m for m in archive}
             entry = members.get("manifest.json")
             if entry is None:
-                raise ImageLoadError(path, "no manifest.json (not a docker save archive)")
+                raise ImageLoadError(
+                    path, "no manifest.json (not a docker save archive)"
+                )
             manifest = json.load(archive.extractfile(entry))
     except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as exc:
         raise ImageLoadError(path, f"unreadable archive: {exc}") from exc

@@ -47,10 +47,11 @@ from engine import images
 from engine.compose import ComposeProject, ServiceSpec, resolve_project_name
 from engine.config import ConfigError, DeploymentConfig, load_config
 from engine.dockerapi import (
+    ComposeCommandError,
+    ComposeFileError,
     ContainerState,
     DockerEngine,
     EngineUnreachableError,
-    HealthGateFailedError,
 )
 from engine.errors import ServicesError
 from engine.health import GateResult, HealthGate, HealthLimits
@@ -154,7 +155,7 @@ class Services:
         if not self.active:
             return
         project = self.project
-        project.engine  # connects, or raises EngineUnreachableError
+        project.connect()
         project.config()
         logger.debug("services preflight passed for project %s", project.name)
 
@@ -204,23 +205,30 @@ class Services:
         """Stop every service (reverse dependency order, with the stop timeout).
 
         Journals ``ServicesStopping`` before and ``ServicesStopped`` after.
+        When compose cannot act (the compose file is broken or gone, as it
+        may be in the middle of a rollback), the project's containers are
+        stopped directly through the engine, found by their project label.
 
         Returns:
             The ``ServicesStopped`` event; None when there is nothing to drive.
 
         Raises:
-            ServicesError: the engine or compose failed.
+            ServicesError: the engine failed.
         """
-        if not self.active:
+        if self.no_services:
+            return None
+        if not self.compose_file.is_file() and not self._has_running_containers():
             return None
         project = self.project
         running = project.running_services()
         self._record(
-            ServicesStopping(tx=tx, project=project.name, services=running, at=time.time())
+            ServicesStopping(
+                tx=tx, project=project.name, services=running, at=time.time()
+            )
         )
         crashpoint("services.stop.intended")
         began = time.monotonic()
-        project.stop(timeout_s=self.limits.stop_timeout_s)
+        self._stop_project()
         event = ServicesStopped(
             tx=tx,
             project=project.name,
@@ -230,8 +238,31 @@ class Services:
         )
         self._record(event)
         crashpoint("services.stopped")
-        logger.info("stopped services of %s: %s", project.name, ", ".join(running) or "none")
+        logger.info(
+            "stopped services of %s: %s", project.name, ", ".join(running) or "none"
+        )
         return event
+
+    def _stop_project(self) -> None:
+        project = self.project
+        timeout_s = self.limits.stop_timeout_s
+        try:
+            project.stop(timeout_s=timeout_s)
+        except (ComposeCommandError, ComposeFileError) as exc:
+            logger.warning(
+                "compose cannot stop project %s (%s); stopping its containers "
+                "through the engine",
+                project.name,
+                exc,
+            )
+            project.engine.stop_containers(project.name, timeout_s)
+
+    def _has_running_containers(self) -> bool:
+        """Whether the project has running containers (False without engine)."""
+        try:
+            return bool(self.project.running_services())
+        except EngineUnreachableError:
+            return False
 
     def start(self, tx: str | None) -> ServicesStarted | None:
         """``up -d`` the compose file as it is now; journal ``ServicesStarted``.
@@ -246,6 +277,7 @@ class Services:
         if not self.active:
             return None
         project = self.project
+        project.connect()  # a clear EngineUnreachableError, not compose's traceback
         began = time.monotonic()
         project.up()
         event = ServicesStarted(
@@ -327,8 +359,11 @@ class Services:
         doomed = [*kept.values(), *(created if rolled_back else ())]
         stayed = images.remove_tags(self.project.engine, doomed)
         if stayed:
-            logger.info("transaction %s: image tags still in use kept: %s",
-                        tx, ", ".join(stayed))
+            logger.info(
+                "transaction %s: image tags still in use kept: %s",
+                tx,
+                ", ".join(stayed),
+            )
         return stayed
 
     def recover(self, tx_state, direction: str | None = None) -> GateResult | None:
@@ -365,7 +400,9 @@ class Services:
         except ServicesError as exc:
             logger.warning(
                 "transaction %s: services could not be brought back: %s; next: "
-                "once Docker works, run 'updock services start'", tx, exc,
+                "once Docker works, run 'updock services start'",
+                tx,
+                exc,
             )
             return GateResult(passed=False, services=[], error=str(exc))
 
@@ -382,13 +419,16 @@ class Services:
 
         project = self.project
         if not (forward and isinstance(steps[-1], ServicesStarted)):
-            project.stop(timeout_s=self.limits.stop_timeout_s)
+            self._stop_project()
         self.start(tx)
         result = self.gate(tx, "upgrade" if forward else "rollback")
         self.cleanup_images(tx, rolled_back=not forward)
         logger.warning(
             "transaction %s: services of %s brought up again after rolling %s; "
-            "health gate %s", tx, project.name, "forward" if forward else "back",
+            "health gate %s",
+            tx,
+            project.name,
+            "forward" if forward else "back",
             "passed" if result.passed else "FAILED",
         )
         return result
@@ -401,7 +441,7 @@ class Services:
         double fault: the crash, then no engine at recovery).
         """
         try:
-            self.project.engine
+            self.project.connect()
         except EngineUnreachableError:
             logger.debug("engine unreachable: kept image tags not looked for")
             return False
@@ -427,17 +467,6 @@ class Services:
             )
             for name, spec in specs.items()
         ]
-
-    def ensure_healthy(self, tx: str | None = None) -> GateResult:
-        """Run the gate and raise when it fails (for the CLI's start/restart).
-
-        Raises:
-            HealthGateFailedError: with every service's verdict.
-        """
-        result = self.gate(tx)
-        if not result.passed:
-            raise HealthGateFailedError(self.project.name, result.services)
-        return result
 
     def _kept_images(self, tx: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
         """(previous ids, kept tags, tags created) of ``tx``'s image load."""

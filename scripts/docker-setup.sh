@@ -54,7 +54,9 @@ or run this script as root"
     else
         say "starting dockerd (log: $DOCKERD_LOG)"
         mkdir -p "$(dirname "$DOCKERD_LOG")"
-        nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        # Its own session: killing the caller's process group (a test
+        # runner's timeout) must not take the engine down with it.
+        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
     fi
     local deadline=$((SECONDS + DOCKERD_WAIT))
     until engine_answers; do

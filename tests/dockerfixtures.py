@@ -109,7 +109,8 @@ class ImageFactory:
     def cleanup(self) -> None:
         repositories = {tag.rpartition(":")[0] for tag in self.tags}
         leftovers = [
-            ref for ref in self.engine.tags()
+            ref
+            for ref in self.engine.tags()
             if ref in self.tags or ref.rpartition(":")[0] in repositories
         ]
         for ref in leftovers:
@@ -167,7 +168,9 @@ class ComposeFactory:
 
     def adopt(self, compose_file: Path, name: str) -> ComposeProject:
         """Tear down project ``name`` at the end of the test."""
-        project = ComposeProject(compose_file, name, engine=self.engine, command_timeout_s=120)
+        project = ComposeProject(
+            compose_file, name, engine=self.engine, command_timeout_s=120
+        )
         self.projects.append(project)
         return project
 

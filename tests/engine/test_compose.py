@@ -136,13 +136,18 @@ def test_up_serves_front_folder_and_passes_gate(compose_factory):
 @pytest.mark.docker
 def test_containers_are_found_by_labels_not_names(compose_factory, docker_engine):
     project = compose_factory.make(
-        {"web": web_service(free_port()), "side": {"image": BASE_IMAGE,
-         "init": True, "command": ["sleep", "300"]}},
+        {
+            "web": web_service(free_port()),
+            "side": {"image": BASE_IMAGE, "init": True, "command": ["sleep", "300"]},
+        },
         files={"front/index.html": "x\n"},
     )
     project.up()
     decoy = docker_engine.client.containers.run(
-        BASE_IMAGE, ["sleep", "300"], name=f"{project.name}-web-9", detach=True,
+        BASE_IMAGE,
+        ["sleep", "300"],
+        name=f"{project.name}-web-9",
+        detach=True,
         init=True,
     )
     try:

@@ -38,20 +38,35 @@ def state(**fields) -> ContainerState:
     [
         (dict(health="healthy"), PASSED, "healthy"),
         (dict(health="starting"), WAITING, "starting"),
-        (dict(health="unhealthy", failing_streak=2, health_output="refused"),
-         WAITING, "failing streak 2, last probe said: refused"),
+        (
+            dict(health="unhealthy", failing_streak=2, health_output="refused"),
+            WAITING,
+            "failing streak 2, last probe said: refused",
+        ),
         (dict(started_at=NOW - 11), PASSED, "no healthcheck"),
         (dict(started_at=NOW - 3), WAITING, "stable window"),
         (dict(status="exited", exit_code=0), PASSED, "completed"),
-        (dict(status="exited", exit_code=0, restart_policy="on-failure"), PASSED,
-         "completed"),
+        (
+            dict(status="exited", exit_code=0, restart_policy="on-failure"),
+            PASSED,
+            "completed",
+        ),
         (dict(status="exited", exit_code=3), FAILED, "exited with code 3"),
-        (dict(status="exited", exit_code=0, restart_policy="always"), WAITING,
-         "restart policy always"),
-        (dict(status="exited", exit_code=1, restart_policy="on-failure"), WAITING,
-         "exited with code 1"),
-        (dict(status="restarting", exit_code=1, restart_count=4), WAITING,
-         "4 restarts"),
+        (
+            dict(status="exited", exit_code=0, restart_policy="always"),
+            WAITING,
+            "restart policy always",
+        ),
+        (
+            dict(status="exited", exit_code=1, restart_policy="on-failure"),
+            WAITING,
+            "exited with code 1",
+        ),
+        (
+            dict(status="restarting", exit_code=1, restart_count=4),
+            WAITING,
+            "4 restarts",
+        ),
         (dict(status="created"), WAITING, "created"),
     ],
 )
@@ -68,7 +83,9 @@ def test_judge_service_needs_every_container():
     assert judge_service("web", [], NOW, 10) == (WAITING, "no container")
     assert judge_service("web", [healthy], NOW, 10) == (PASSED, "healthy")
     assert judge_service("web", [healthy, starting], NOW, 10) == (
-        WAITING, "p-web-2: health starting")
+        WAITING,
+        "p-web-2: health starting",
+    )
 
 
 class FakeClock:
@@ -88,9 +105,14 @@ def test_gate_fails_at_deadline_naming_the_waiting_service():
     """Container states are synthetic here; the real engine is below."""
     clock = FakeClock()
     looks = iter([[state(health="starting")]] * 1000)
-    gate = HealthGate(lambda: next(looks), ["web", "db"],
-                      HealthLimits(deadline_s=5, poll_s=1),
-                      clock=clock.monotonic, wall=lambda: NOW, sleep=clock.sleep)
+    gate = HealthGate(
+        lambda: next(looks),
+        ["web", "db"],
+        HealthLimits(deadline_s=5, poll_s=1),
+        clock=clock.monotonic,
+        wall=lambda: NOW,
+        sleep=clock.sleep,
+    )
 
     result = gate.run()
 
@@ -104,11 +126,17 @@ def test_gate_fails_at_deadline_naming_the_waiting_service():
 def test_gate_stops_early_when_one_service_fails_for_good():
     """Container states are synthetic here; the real engine is below."""
     clock = FakeClock()
-    crashed = state(id="c2", name="p-job-1", service="job", status="exited",
-                    exit_code=2)
-    gate = HealthGate(lambda: [state(health="starting"), crashed], ["web", "job"],
-                      HealthLimits(deadline_s=60, poll_s=1),
-                      clock=clock.monotonic, wall=lambda: NOW, sleep=clock.sleep)
+    crashed = state(
+        id="c2", name="p-job-1", service="job", status="exited", exit_code=2
+    )
+    gate = HealthGate(
+        lambda: [state(health="starting"), crashed],
+        ["web", "job"],
+        HealthLimits(deadline_s=60, poll_s=1),
+        clock=clock.monotonic,
+        wall=lambda: NOW,
+        sleep=clock.sleep,
+    )
 
     result = gate.run()
 
@@ -116,8 +144,9 @@ def test_gate_stops_early_when_one_service_fails_for_good():
     assert result == GateResult(
         passed=False,
         services=[
-            ServiceVerdict("web", False, "undecided when the gate stopped: "
-                           "health starting"),
+            ServiceVerdict(
+                "web", False, "undecided when the gate stopped: health starting"
+            ),
             ServiceVerdict("job", False, "exited with code 2"),
         ],
         seconds=0.0,
@@ -136,8 +165,10 @@ def gate_for(project, limits=QUICK_LIMITS):
 
 @pytest.mark.docker
 def test_gate_fails_naming_a_service_that_never_becomes_healthy(compose_factory):
-    sick = web_service(free_port(), healthcheck={
-        "test": ["CMD", "false"], "interval": "1s", "retries": 1})
+    sick = web_service(
+        free_port(),
+        healthcheck={"test": ["CMD", "false"], "interval": "1s", "retries": 1},
+    )
     project = compose_factory.make(
         {"web": web_service(free_port()), "sick": sick},
         files={"front/index.html": "x\n"},
@@ -156,12 +187,18 @@ def test_gate_fails_naming_a_service_that_never_becomes_healthy(compose_factory)
 
 @pytest.mark.docker
 def test_gate_passes_a_one_shot_init_service_that_exits_zero(compose_factory):
-    web = web_service(free_port(), depends_on={
-        "init": {"condition": "service_completed_successfully"}})
+    web = web_service(
+        free_port(),
+        depends_on={"init": {"condition": "service_completed_successfully"}},
+    )
     project = compose_factory.make(
         {
-            "init": {"image": BASE_IMAGE, "init": True, "restart": "no",
-                     "command": ["sh", "-c", "sleep 1; echo done > /tmp/x"]},
+            "init": {
+                "image": BASE_IMAGE,
+                "init": True,
+                "restart": "no",
+                "command": ["sh", "-c", "sleep 1; echo done > /tmp/x"],
+            },
             "web": web,
         },
         files={"front/index.html": "x\n"},
@@ -189,8 +226,11 @@ def test_gate_fails_a_one_shot_service_that_exits_nonzero(compose_factory):
 @pytest.mark.docker
 def test_gate_passes_a_slow_starting_service_without_healthcheck(compose_factory):
     port = free_port()
-    slow = web_service(port, healthcheck={"disable": True},
-                       command=["sh", "-c", "sleep 2; exec httpd -f -p 80 -h /www"])
+    slow = web_service(
+        port,
+        healthcheck={"disable": True},
+        command=["sh", "-c", "sleep 2; exec httpd -f -p 80 -h /www"],
+    )
     project = compose_factory.make({"slow": slow}, files={"front/index.html": "x\n"})
     project.up()
 
@@ -204,9 +244,13 @@ def test_gate_passes_a_slow_starting_service_without_healthcheck(compose_factory
 def test_gate_passes_a_service_failing_its_check_twice_then_healthy(compose_factory):
     # The probe counts its runs in /tmp/n and fails the first two; with
     # retries 1 the engine reports the service unhealthy before it recovers.
-    probe = 'n=$$(cat /tmp/n 2>/dev/null || echo 0); echo $$((n+1)) > /tmp/n; [ $$n -ge 2 ]'
-    flaky = web_service(free_port(), healthcheck={
-        "test": ["CMD-SHELL", probe], "interval": "1s", "retries": 1})
+    probe = (
+        "n=$$(cat /tmp/n 2>/dev/null || echo 0); echo $$((n+1)) > /tmp/n; [ $$n -ge 2 ]"
+    )
+    flaky = web_service(
+        free_port(),
+        healthcheck={"test": ["CMD-SHELL", probe], "interval": "1s", "retries": 1},
+    )
     project = compose_factory.make({"flaky": flaky}, files={"front/index.html": "x\n"})
     project.up()
 
@@ -221,9 +265,16 @@ def test_gate_passes_a_service_failing_its_check_twice_then_healthy(compose_fact
 
 @pytest.mark.docker
 def test_gate_fails_a_service_that_keeps_restarting(compose_factory):
-    project = compose_factory.make({"loop": {
-        "image": BASE_IMAGE, "init": True, "restart": "always",
-        "command": ["sh", "-c", "sleep 0.5; exit 1"]}})
+    project = compose_factory.make(
+        {
+            "loop": {
+                "image": BASE_IMAGE,
+                "init": True,
+                "restart": "always",
+                "command": ["sh", "-c", "sleep 0.5; exit 1"],
+            }
+        }
+    )
     project.up()
 
     result = gate_for(project, HealthLimits(deadline_s=4, stable_s=2, poll_s=0.2))

@@ -17,8 +17,14 @@ TX = "tx-0001"
 
 
 def test_select_image_tars_skips_other_architectures(tmp_path):
-    for name in ("web-amd64.tar", "web-arm64.tar", "db-x86_64.tar",
-                 "db-aarch64.tar", "tools.tar", "notes.txt"):
+    for name in (
+        "web-amd64.tar",
+        "web-arm64.tar",
+        "db-x86_64.tar",
+        "db-aarch64.tar",
+        "tools.tar",
+        "notes.txt",
+    ):
         (tmp_path / name).write_bytes(b"")
 
     chosen, skipped = images.select_image_tars(tmp_path, images.host_arch("x86_64"))
@@ -44,7 +50,8 @@ def test_normalise_ref_spells_tags_as_the_engine_lists_them():
 
 def test_kept_ref_carries_tag_and_transaction():
     assert images.kept_ref("reg:5000/app:1.2", "tx/9") == (
-        "reg:5000/app:updock-prev-tx-9-1.2")
+        "reg:5000/app:updock-prev-tx-9-1.2"
+    )
     long = images.kept_ref("app:" + "v" * 120, TX)
     assert len(long.partition(":")[2]) <= images.TAG_MAX
     assert "--" in long
@@ -75,14 +82,24 @@ def test_inspect_tar_rejects_an_archive_without_manifest(tmp_path):
 
 
 def test_inspect_tar_rejects_missing_and_cut_members(tmp_path):
-    manifest = [{"Config": "abc.json", "RepoTags": ["app:1"], "Layers": ["l/layer.tar"]}]
-    missing = _tar(tmp_path / "m.tar", {"manifest.json": json.dumps(manifest).encode(),
-                                        "abc.json": b"{}"})
+    manifest = [
+        {"Config": "abc.json", "RepoTags": ["app:1"], "Layers": ["l/layer.tar"]}
+    ]
+    missing = _tar(
+        tmp_path / "m.tar",
+        {"manifest.json": json.dumps(manifest).encode(), "abc.json": b"{}"},
+    )
     with pytest.raises(ImageLoadError, match="'l/layer.tar' is missing"):
         images.inspect_tar(missing)
 
-    whole = _tar(tmp_path / "w.tar", {"manifest.json": json.dumps(manifest).encode(),
-                                      "abc.json": b"{}", "l/layer.tar": b"x" * 4096})
+    whole = _tar(
+        tmp_path / "w.tar",
+        {
+            "manifest.json": json.dumps(manifest).encode(),
+            "abc.json": b"{}",
+            "l/layer.tar": b"x" * 4096,
+        },
+    )
     assert images.inspect_tar(whole).tags == ["app:1"]
     assert images.inspect_tar(whole).ids == ["sha256:abc"]
     cut = tmp_path / "c.tar"
@@ -183,9 +200,7 @@ def test_load_images_skips_a_tar_already_loaded(docker_engine, app_versions):
 
 
 @pytest.mark.docker
-def test_find_kept_maps_kept_tags_back_without_the_journal(
-    docker_engine, app_versions
-):
+def test_find_kept_maps_kept_tags_back_without_the_journal(docker_engine, app_versions):
     repo, v1, _, package = app_versions
     tars, _ = images.select_image_tars(package, "amd64")
     images.load_images(docker_engine, tars, [f"{repo}:1.0"], TX)

@@ -107,8 +107,12 @@ def test_upgrade_steps_run_in_order_and_are_journaled(deployment):
     assert stopped.services == ["web"]
     assert deployment.image_id() != deployment.v1
     assert deployment.steps() == [
-        "TxBegun", "ImagesLoaded", "ServicesStopping", "ServicesStopped",
-        "ServicesStarted", "HealthVerdict",
+        "TxBegun",
+        "ImagesLoaded",
+        "ServicesStopping",
+        "ServicesStopped",
+        "ServicesStarted",
+        "HealthVerdict",
     ]
     assert deployment.journal.state.txs[TX].services_stopped is False
     assert not [t for t in deployment.images.engine.tags() if "updock-prev" in t]
@@ -150,17 +154,23 @@ def test_failed_gate_rolls_back_to_old_image_and_content(deployment):
 
     assert not upgrade
     assert "unhealthy" in upgrade.services[0].reason or "starting" in (
-        upgrade.services[0].reason)
+        upgrade.services[0].reason
+    )
     assert rollback.passed, rollback.services
     assert restored == [f"{deployment.repo}:1.0"]
     assert deployment.image_id() == deployment.v1
     assert deployment.page() == "one\n"
     assert stayed == []
     assert _repo_tags(deployment) == [f"{deployment.repo}:1.0"]
-    verdicts = [e for _, e in deployment.journal.tx_records(TX)
-                if isinstance(e, r.HealthVerdict)]
+    verdicts = [
+        e
+        for _, e in deployment.journal.tx_records(TX)
+        if isinstance(e, r.HealthVerdict)
+    ]
     assert [(v.phase, v.passed) for v in verdicts] == [
-        ("upgrade", False), ("rollback", True)]
+        ("upgrade", False),
+        ("rollback", True),
+    ]
 
 
 CRASH_SCRIPT = """
@@ -185,7 +195,10 @@ def _crash_at(deployment, crashpoint: str, step: str, *extra: str) -> None:
     env = {"UPDOCK_CRASH_AT": crashpoint, "PATH": "/usr/local/bin:/usr/bin:/bin"}
     child = subprocess.run(
         [sys.executable, "-c", CRASH_SCRIPT, str(deployment.root), TX, step, *extra],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     deployment.journal = Journal.open(deployment.root / ".updock" / "journal")
@@ -204,7 +217,10 @@ def test_recover_after_kill_between_stop_and_start_brings_services_back(deployme
     assert verdict.passed, verdict.services
     assert deployment.page() == "one\n"
     assert deployment.steps()[-3:] == [
-        "ServicesStopped", "ServicesStarted", "HealthVerdict"]
+        "ServicesStopped",
+        "ServicesStarted",
+        "HealthVerdict",
+    ]
 
 
 @pytest.mark.docker
@@ -269,9 +285,24 @@ def test_status_lists_each_service_with_its_containers(deployment):
     assert [s.name for s in status] == ["web"]
     assert status[0].healthcheck is True
     assert [(c.status, c.health) for c in status[0].containers] == [
-        ("running", "healthy")]
+        ("running", "healthy")
+    ]
 
 
 def _repo_tags(deployment) -> list[str]:
     prefix = deployment.repo + ":"
     return sorted(t for t in deployment.images.engine.tags() if t.startswith(prefix))
+
+
+@pytest.mark.docker
+def test_stop_with_broken_compose_file_stops_containers_through_engine(deployment):
+    services = deployment.services()
+    services.start(None)
+    compose_file = deployment.root / "docker" / "docker-compose.yml"
+    compose_file.write_text("services: [this is not a compose file\n")
+
+    stopped = services.stop(TX)
+
+    assert stopped.services == ["web"]
+    assert services.project.running_services() == []
+    assert deployment.steps()[-2:] == ["ServicesStopping", "ServicesStopped"]

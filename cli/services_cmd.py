@@ -9,6 +9,8 @@ their steps.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +30,13 @@ ProjectOption = Annotated[str | None, Parameter(name=["--project", "-p"])]
 
 def _services(session: Session, project: str | None) -> Services:
     return Services(session.root, session.config, session.journal, project_name=project)
+
+
+@contextmanager
+def _opened(root: Path, project: str | None) -> Iterator[Services]:
+    """The deployment's services, under its lock, after automatic recovery."""
+    with open_deployment(root, services=lambda s: _services(s, project)) as session:
+        yield _services(session, project)
 
 
 @services_app.command(name="status")
@@ -119,8 +128,8 @@ def start_command(
     wait
         Wait for the health gate; --no-wait returns once compose has started them.
     """
-    with open_deployment(root, services=lambda s: _services(s, project)) as session:
-        _start(_services(session, project), wait)
+    with _opened(root, project) as services:
+        _start(services, wait)
     return exitcodes.OK
 
 
@@ -135,8 +144,8 @@ def stop_command(*, root: Path = Path("."), project: ProjectOption = None) -> in
     project
         Compose project name (see 'services status').
     """
-    with open_deployment(root, services=lambda s: _services(s, project)) as session:
-        stopped = _services(session, project).stop(None)
+    with _opened(root, project) as services:
+        stopped = services.stop(None)
     names = ", ".join(stopped.services) if stopped and stopped.services else "none"
     print(f"stopped: {names}")
     return exitcodes.OK
@@ -160,8 +169,7 @@ def restart_command(
     wait
         Wait for the health gate; --no-wait returns once compose has started them.
     """
-    with open_deployment(root, services=lambda s: _services(s, project)) as session:
-        services = _services(session, project)
+    with _opened(root, project) as services:
         services.stop(None)
         _start(services, wait)
     return exitcodes.OK

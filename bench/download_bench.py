@@ -31,11 +31,15 @@ import json, resource, sys, time
 from pathlib import Path
 from engine.download import download_file
 url, dest, digest, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+before = resource.getrusage(resource.RUSAGE_SELF)
 started = time.perf_counter()
 result = download_file(url, dest, sha256=digest, size=size)
 seconds = time.perf_counter() - started
-peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_kib": peak_kib, "size": result.size}))
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+peak_kib = after.ru_maxrss
+figures = {"seconds": seconds, "cpu": cpu, "peak_kib": peak_kib, "size": result.size}
+print(json.dumps(figures))
 """
 
 
@@ -66,10 +70,15 @@ def wait_for_port(port: int, deadline: float) -> None:
     raise TimeoutError(f"busybox httpd did not listen on 127.0.0.1:{port}")
 
 
-def run_curl(url: str, dest: Path) -> float:
+def run_curl(url: str, dest: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of one curl fetch."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-o", str(dest), url], check=True)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, cpu
 
 
 def run_updock(url: str, dest: Path, digest: str, size: int) -> dict:
@@ -99,9 +108,18 @@ def main() -> int:
         source = root / "www" / "big.bin"
         digest = make_file(source, args.mb)
         size = source.stat().st_size
+        print(f"load average at the start: {os.getloadavg()[0]:.2f} (2 cores)")
         port = free_port()
         server = subprocess.Popen(
-            ["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(root / "www")]
+            [
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                f"127.0.0.1:{port}",
+                "-h",
+                str(root / "www"),
+            ]
         )
         try:
             wait_for_port(port, time.monotonic() + 10)
@@ -115,20 +133,21 @@ def main() -> int:
 
 def run_rounds(url: str, root: Path, digest: str, size: int, rounds: int) -> dict:
     curl_times, updock_times, peaks = [], [], []
+    mb = size / 1e6
     for index in range(rounds):
         curl_dest = root / f"curl-{index}.bin"
-        curl_times.append(run_curl(url, curl_dest))
+        seconds, curl_cpu = run_curl(url, curl_dest)
+        curl_times.append(seconds)
         curl_dest.unlink()
         updock_dest = root / f"updock-{index}.bin"
         child = run_updock(url, updock_dest, digest, size)
         updock_dest.unlink()
         updock_times.append(child["seconds"])
         peaks.append(child["peak_kib"])
-        mb = size / 1e6
         print(
-            f"round {index + 1}: curl {mb / curl_times[-1]:8.1f} MB/s   "
-            f"updock {mb / updock_times[-1]:8.1f} MB/s (sha256 on, fsync'd)   "
-            f"updock peak RSS {child['peak_kib'] / 1024:.1f} MiB"
+            f"round {index + 1}: curl {mb / seconds:7.1f} MB/s ({curl_cpu:.2f} s CPU)  "
+            f"updock {mb / child['seconds']:7.1f} MB/s ({child['cpu']:.2f} s CPU, "
+            f"sha256 on, fsync'd)   updock peak RSS {child['peak_kib'] / 1024:.1f} MiB"
         )
     return {"curl": curl_times, "updock": updock_times, "peaks": peaks}
 
@@ -140,11 +159,13 @@ def report(results: dict, size: int) -> None:
     ratio = updock_best / curl_best
     peak = max(results["peaks"]) / 1024
     print(f"file: {mb:.0f} MB over 127.0.0.1, server: busybox httpd")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
     print(f"curl best:   {curl_best:8.1f} MB/s")
     print(f"updock best: {updock_best:8.1f} MB/s")
     print(f"ratio updock/curl: {ratio:.2f} (goal >= 0.90)")
     print(f"updock peak RSS: {peak:.1f} MiB (goal < 100 MiB)")
-    print(f"bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"bench process peak RSS: {own:.1f} MiB")
 
 
 if __name__ == "__main__":

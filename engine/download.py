@@ -35,12 +35,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import re
 import shutil
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -49,12 +46,12 @@ import httpx
 
 from engine.errors import DownloadError, IntegrityError
 from engine.progress import Progress, ProgressEvent
+from engine.transport import WideReadTransport
 from journal import fsio
 
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
-_QUEUE_CHUNKS = 8
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -199,71 +196,6 @@ class _Progress:
         self.callback(event)
 
 
-class _Worker:
-    """One helper thread applying ``func`` to each chunk, in order.
-
-    The queue is bounded, so memory stays at a few chunks. After a failure
-    the thread keeps draining (so ``put`` never blocks forever) and the error
-    is raised to the feeding thread at its next ``put`` or at ``finish``.
-    """
-
-    def __init__(self, func: Callable[[bytes], object], name: str) -> None:
-        self.func = func
-        self.error: BaseException | None = None
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.func(chunk)
-                except BaseException as exc:  # noqa: BLE001 - handed to the feeder
-                    self.error = exc
-
-    def put(self, chunk: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(chunk)
-
-    def finish(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-class _Sink:
-    """Hashes and writes chunks on two helper threads.
-
-    Socket reads, sha256 and write(2) all release the GIL, so the network
-    read, the hash and the disk write overlap instead of taking turns; this
-    is what brings the downloader near curl's throughput (bench figures in
-    bench/download_bench.py).
-    """
-
-    def __init__(self, fd: int, hasher) -> None:
-        self.workers = [
-            _Worker(hasher.update, "updock-download-hash"),
-            _Worker(lambda chunk: _write_all(fd, chunk), "updock-download-write"),
-        ]
-
-    def feed(self, chunk: bytes) -> None:
-        for worker in self.workers:
-            worker.put(chunk)
-
-    def close(self) -> None:
-        errors = []
-        for worker in self.workers:
-            try:
-                worker.finish()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-
 def _write_all(fd: int, chunk: bytes) -> None:
     view = memoryview(chunk)
     while view:
@@ -402,7 +334,12 @@ def _client(policy: DownloadPolicy) -> httpx.Client:
         pool=policy.connect_timeout,
     )
     headers = {"Accept-Encoding": "identity", "User-Agent": "updock"}
-    return httpx.Client(timeout=timeout, headers=headers, follow_redirects=True)
+    return httpx.Client(
+        transport=WideReadTransport(),
+        timeout=timeout,
+        headers=headers,
+        follow_redirects=True,
+    )
 
 
 def _with_retries(url, dest, expected, policy, progress) -> tuple[str, int, int]:
@@ -526,52 +463,38 @@ def _check_length(response, url, offset, expected) -> None:
 
 
 def _stream_body(response, url, part, offset, hasher, expected, report) -> int:
-    # iter_raw() without a chunk size hands over each socket read as it is;
-    # httpx's own 1 MiB re-chunking copies through a BytesIO and measured at
-    # 60% of this loop's speed (bench/download_bench.py), so _write_part
-    # batches the pieces into 1 MiB chunks itself.
+    # iter_raw() without a chunk size hands over each socket read as it
+    # arrives, and WideReadTransport makes those reads 1 MiB; httpx's own
+    # re-chunking (iter_raw(CHUNK_BYTES)) would copy every byte once more
+    # through a BytesIO.
     return _write_part(response.iter_raw(), url, part, offset, hasher, expected, report)
 
 
 def _write_part(pieces, url, part, offset, hasher, expected, report) -> int:
     """Append ``pieces`` to ``part`` from ``offset``, hashed; fsync it.
 
-    Bytes that arrived before a failure are kept in the part, so a retry
-    resumes right after them. Returns the part's size.
+    Bytes that arrived before a failure stay in the part, so a retry resumes
+    right after them. Returns the part's size.
     """
     received = offset
+    reported = offset
     report.emit("start", received)
-    flags = (
-        os.O_WRONLY
-        | os.O_CREAT
-        | os.O_CLOEXEC
-        | (os.O_APPEND if offset else os.O_TRUNC)
-    )
-    fd = os.open(part, flags, 0o644)
-    sink = _Sink(fd, hasher)
-    batch: list[bytes] = []
+    append = os.O_APPEND if offset else os.O_TRUNC
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | append, 0o644)
     try:
-        try:
-            for piece in pieces:
-                if received + len(piece) > expected.limit:
-                    raise _limit_error(url, expected, received + len(piece))
-                received += len(piece)
-                batch.append(piece)
-                if received - offset >= CHUNK_BYTES * (1 + report.chunks):
-                    sink.feed(b"".join(batch))
-                    batch.clear()
-                    report.chunks += 1
-                    report.emit("progress", received)
-        finally:
-            if batch:
-                sink.feed(b"".join(batch))
-            sink.close()
+        for piece in pieces:
+            if received + len(piece) > expected.limit:
+                error = _limit_error(url, expected, received + len(piece))
+                _discard(part)
+                raise error
+            _write_all(fd, piece)
+            hasher.update(piece)
+            received += len(piece)
+            if received - reported >= CHUNK_BYTES:
+                reported = received
+                report.emit("progress", received)
         fsio.note_write(part)
         fsio.fsync_fd(fd, part)
-    except DownloadError as exc:
-        if isinstance(exc, (TooLargeError, SizeMismatchError)):
-            _discard(part)
-        raise
     finally:
         os.close(fd)
     return received

@@ -194,7 +194,8 @@ def _show_events(
         if json:
             _emit({"seq": seq, "offset": round(offset, 6), **_jsonable(data)})
         else:
-            line = f"+{offset:9.3f}s  {seq:>8}  {data['type']:<18} {_details(data)}"
+            since_start = f"+{offset:.3f}s"
+            line = f"{since_start:>11}  {seq:>8}  {data['type']:<18} {_details(data)}"
             print(line.rstrip())
     return exitcodes.OK
 

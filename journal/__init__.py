@@ -12,19 +12,24 @@ Record format
 A segment starts with a 32-byte header: magic ``UPDKJRNL``, format version,
 header size, the journal's random 32-bit salt (the same in all its
 segments), the segment's index and the sequence number of its first record,
-and a crc32 of those bytes. Records follow back to back, each a 16-byte
+and a crc32 of those bytes. Records follow back to back, each a 20-byte
 frame and a payload:
 
-    crc32 (u32) | payload length (u32) | sequence number (u64) | payload
+    crc32 (u32) | length (u32, top bit END) | seq (u64) | index (u32) | payload
 
-The crc32 covers length, sequence number and payload and is seeded with the
+The crc32 covers everything after it in the record and is seeded with the
 salt, so a record of another journal never validates here. Sequence numbers
-start at 1 and rise by one across segments. The payload is one event of
-``journal.records`` encoded with msgspec as msgpack, tagged by ``type``.
+start at 1 and rise by one across segments. ``index`` is the record's
+position within its write (one ``append`` or ``append_many``) and END marks
+the write's last record: a reader accepts a write only once it has read its
+END record. The payload is one event of ``journal.records`` encoded with
+msgspec as msgpack, tagged by ``type``. Segments are preallocated with zeros
+in 1 MiB steps; zeros after the last record are a clean end.
 
-A bad record with nothing valid after it in the last segment is a torn tail:
-an interrupted write. A writable open truncates it and logs a WARNING naming
-the offset and the bytes dropped. A bad record followed by a valid one, a
+A bad record in the last write of the last segment (nothing valid after it,
+or only records of that same write) is a torn tail: an interrupted write. A
+writable open truncates it and logs a WARNING naming the offset and the
+bytes dropped. A bad record followed by a valid record of a later write, a
 missing sequence number, or a bad record in an older segment is corruption:
 ``CorruptRecordError`` with the segment and offset. A damaged header raises
 ``SegmentHeaderError`` before anything is read.
@@ -42,8 +47,7 @@ Durability: what is on stable storage when each call returns
   ``fsync`` of the segment (fsync rather than fdatasync: the file grows, and
   its new size is metadata the record needs).
 - ``Journal.append_many(events)``: all the records, with one write and one
-  fsync. A crash before it returns may keep any prefix of the batch, never a
-  later record without the earlier ones.
+  fsync. A crash before it returns keeps all of the batch or none of it.
 - ``Journal.checkpoint()``: the checkpoint record (fsync'd) and the pointer
   (temporary file fsync'd, renamed, directory fsync'd).
 - A new segment: written whole under a temporary name, fsync'd, renamed,

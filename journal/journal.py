@@ -114,7 +114,7 @@ class Journal:
     - ``append``: the record is written and fsync'd; after a crash it is
       there, with every record before it.
     - ``append_many``: all records, written with one write and one fsync. A
-      crash *before* it returns may leave any prefix of the batch.
+      crash *before* it returns keeps the whole batch or none of it.
     - ``checkpoint``: the snapshot record is fsync'd and the pointer replaced
       atomically (fsync'd file, rename, fsync'd directory).
     - ``compact``: each segment removal is followed by a directory fsync,

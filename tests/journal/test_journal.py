@@ -281,3 +281,63 @@ def test_open_unknown_record_kind_is_reported_not_crashed_on(journal_dir: Path) 
         assert journal.state.deployed_version == "2"
         kinds = [type(e).__name__ for _, e in journal.tx_records("t1")]
         assert "UnknownEvent" in kinds
+
+
+def _batch_spans(journal_dir: Path) -> list[tuple[int, int]]:
+    """(start, end) of every record of the first segment, in order."""
+    with Journal.open(journal_dir, writable=False) as journal:
+        located = list(journal.scan())
+    return [
+        (loc.offset, loc.offset + segments.FRAME_SIZE + len(r.encode(loc.event)))
+        for loc in located
+    ]
+
+
+def test_open_group_commit_with_a_lost_page_drops_the_whole_batch(
+    journal_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pages of one write reach the disk in any order: a zeroed first record
+    with its batch-mates intact is a torn write, not corruption."""
+    with Journal.open(journal_dir) as journal:
+        for n in range(3):
+            journal.append(r.OpApplied(tx="t", op=n))
+        journal.append_many([r.OpApplied(tx="t", op=n) for n in range(10, 15)])
+    spans = _batch_spans(journal_dir)
+    segment = journal_dir / segments.segment_name(1)
+    data = bytearray(segment.read_bytes())
+    start, end = spans[3]
+    data[start:end] = bytes(end - start)
+    segment.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING), Journal.open(journal_dir) as journal:
+        assert journal.last_seq == 3
+    assert any(f"at offset {start}" in m for m in caplog.messages)
+
+
+def test_open_group_commit_without_its_end_record_drops_it(journal_dir: Path) -> None:
+    with Journal.open(journal_dir) as journal:
+        journal.append(r.OpApplied(tx="t", op=0))
+        journal.append_many([r.OpApplied(tx="t", op=n) for n in range(1, 6)])
+    spans = _batch_spans(journal_dir)
+    segment = journal_dir / segments.segment_name(1)
+    segment.write_bytes(segment.read_bytes()[: spans[-1][0]])
+
+    with Journal.open(journal_dir) as journal:
+        assert [seq for seq, _ in journal.records()] == [1]
+
+
+def test_open_bad_record_of_a_batch_followed_by_later_write_raises(
+    journal_dir: Path,
+) -> None:
+    with Journal.open(journal_dir) as journal:
+        journal.append_many([r.OpApplied(tx="t", op=n) for n in range(4)])
+        journal.append(r.OpApplied(tx="t", op=9))
+    spans = _batch_spans(journal_dir)
+    segment = journal_dir / segments.segment_name(1)
+    data = bytearray(segment.read_bytes())
+    data[spans[1][0] + 7] ^= 0x10
+    segment.write_bytes(bytes(data))
+
+    with pytest.raises(CorruptRecordError) as caught:
+        Journal.open(journal_dir)
+    assert caught.value.offset == spans[1][0]

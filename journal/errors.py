@@ -1,12 +1,12 @@
 """Errors of the journal package::
 
-JournalError
-+-- SegmentHeaderError   a segment's header is damaged or of another format
-+-- CorruptRecordError   a bad record is followed by valid ones
-+-- BlobError
-|   +-- BlobMissingError
-|   +-- BlobCorruptError
-+-- LockedError          another process holds the writer lock
+    JournalError
+    +-- SegmentHeaderError   a segment's header is damaged or of another format
+    +-- CorruptRecordError   a bad record is followed by valid ones
+    +-- BlobError
+    |   +-- BlobMissingError
+    |   +-- BlobCorruptError
+    +-- LockedError          another process holds the writer lock
 """
 
 from __future__ import annotations

@@ -246,8 +246,7 @@ AnyEvent = (
 )
 
 EVENT_TYPES: dict[str, type] = {
-    cls.__struct_config__.tag: cls
-    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+    cls.__struct_config__.tag: cls for cls in AnyEvent.__args__  # type: ignore[attr-defined]
 }
 
 _encoder = msgspec.msgpack.Encoder()

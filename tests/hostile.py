@@ -441,7 +441,7 @@ def _wrong_package_signature(doc: dict) -> None:
 
 
 def _cases() -> list[HostileCase]:
-    bad, integrity = BadInputError, IntegrityError
+    integrity = IntegrityError
     names = "../ and absolute names"
     links = "symlinks and hard links outside"
     through = "link planted then written through"
@@ -853,7 +853,8 @@ def _cases() -> list[HostileCase]:
             fields,
             lambda folder: write_raw_manifest(
                 folder,
-                '{"version": "1.0.0.1", "version": "9.0.0.0", "packages": {"full": {"url": "a.zip"}}}',
+                '{"version": "1.0.0.1", "version": "9.0.0.0", '
+                '"packages": {"full": {"url": "a.zip"}}}',
             ),
         ),
         HostileCase(

@@ -340,23 +340,34 @@ class Services:
         if self.no_services:
             return []
         previous, _, _ = self._kept_images(tx)
+        if not previous:
+            return []
         return images.restore_images(self.project.engine, previous)
 
     def cleanup_images(self, tx: str, *, rolled_back: bool = False) -> list[str]:
         """Remove the tags kept for ``tx``, after its commit or its rollback.
 
         After a commit the old images lose their kept tag (and go, when
-        nothing else names or uses them). After a rollback
-        (``rolled_back=True``, once the old version runs again) the tags the
-        load created go too. A tag whose image a container still uses stays.
+        nothing else names or uses them). After a rollback or an abort
+        (``rolled_back=True``, once the old version runs again) the moved
+        tags are first restored (a no-op when ``restore_images`` already
+        did it), then the tags the load created go too. A tag whose image a
+        container still uses stays.
 
         Returns:
             The tags that stayed.
+
+        Raises:
+            ImageRestoreError: rolling back, some tags could not be restored.
         """
         if self.no_services:
             return []
-        _, kept, created = self._kept_images(tx)
+        previous, kept, created = self._kept_images(tx)
         doomed = [*kept.values(), *(created if rolled_back else ())]
+        if not doomed:
+            return []
+        if rolled_back:
+            images.restore_images(self.project.engine, previous)
         stayed = images.remove_tags(self.project.engine, doomed)
         if stayed:
             logger.info(
@@ -407,14 +418,11 @@ class Services:
             return GateResult(passed=False, services=[], error=str(exc))
 
     def _recover(self, tx: str, events: list, forward: bool) -> GateResult | None:
-        touched_images = any(isinstance(e, ImagesLoaded) for e in events)
-        images_known = touched_images or self._engine_answers()
-        if not forward and images_known:
+        if not forward:
             self.restore_images(tx)
         steps = [e for e in events if isinstance(e, _SERVICE_STEPS)]
         if not steps or not self.active:
-            if images_known:
-                self.cleanup_images(tx, rolled_back=not forward)
+            self.cleanup_images(tx, rolled_back=not forward)
             return None
 
         project = self.project
@@ -469,13 +477,20 @@ class Services:
         ]
 
     def _kept_images(self, tx: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
-        """(previous ids, kept tags, tags created) of ``tx``'s image load."""
+        """(previous ids, kept tags, tags created) of ``tx``'s image load.
+
+        From the transaction's ``ImagesLoaded`` record; without one (a crash
+        before it was journaled, or no load at all), from the kept tags the
+        engine holds, if it answers.
+        """
         records = self.journal.tx_records(tx) if self.journal else []
         loads = [e for _, e in records if isinstance(e, ImagesLoaded)]
         if loads:
             last = loads[-1]
             created = [ref for ref in last.images if ref not in last.previous]
             return dict(last.previous), dict(last.kept_tags), created
+        if not self.active or not self._engine_answers():
+            return {}, {}, []
         found = images.find_kept(self.project.engine, tx)
         previous = {ref: image_id for ref, (_, image_id) in found.items()}
         kept = {ref: kept_ref for ref, (kept_ref, _) in found.items()}

@@ -306,3 +306,18 @@ def test_stop_with_broken_compose_file_stops_containers_through_engine(deploymen
     assert stopped.services == ["web"]
     assert services.project.running_services() == []
     assert deployment.steps()[-2:] == ["ServicesStopping", "ServicesStopped"]
+
+
+@pytest.mark.docker
+def test_cleanup_after_abort_restores_tags_the_load_moved(deployment):
+    services = deployment.services()
+    staged = deployment.package(HTTPD, 'LABEL version="2"')
+    services.load_images(TX, staged)
+    moved = deployment.image_id()
+
+    stayed = services.cleanup_images(TX, rolled_back=True)
+
+    assert moved != deployment.v1
+    assert stayed == []
+    assert _repo_tags(deployment) == [f"{deployment.repo}:1.0"]
+    assert deployment.image_id() == deployment.v1

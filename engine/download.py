@@ -174,7 +174,7 @@ class _Retry(Exception):
 class _Progress:
     """Reports one transfer as ``ProgressEvent``s of step ``download``.
 
-    Byte counts go out as ``bytes`` events after every chunk; ``data.event``
+    Byte counts go out as ``bytes`` events about once per MiB; ``data.event``
     names the moments that are not plain progress: ``start``, ``retry``,
     ``restart`` (the part was discarded), ``reused`` (a verified cached
     file) and ``done``.
@@ -184,7 +184,6 @@ class _Progress:
         self.url = url
         self.total = total
         self.callback = callback
-        self.chunks = 0
 
     def emit(self, kind: str, received: int, message: str = "") -> None:
         if self.callback is None:
@@ -215,7 +214,9 @@ def cache_path(
 ) -> Path:
     """Where a package lives in the cache: keyed by version, kind, arch and
     digest, so a different build or content never reuses another's file."""
-    name = Path(unquote(urlsplit(url).path)).name or "package"
+    name = Path(unquote(urlsplit(url).path)).name
+    if name in ("", ".", ".."):
+        name = "package"
     key = sha256 or "unverified"
     return Path(cache_dir) / version / kind / (arch or "any") / key / name
 

@@ -179,8 +179,10 @@ class _Writer:
 def is_junk(name: str) -> bool:
     """The existing client's list of names never installed from a zip."""
     parts = [part for part in name.split("/") if part]
-    if not parts or any(part in _JUNK_DIRS for part in parts):
-        return bool(parts)
+    if not parts:
+        return False
+    if any(part in _JUNK_DIRS for part in parts):
+        return True
     base = parts[-1]
     return base in _JUNK_NAMES or base.startswith("._") or base.endswith(_JUNK_SUFFIXES)
 
@@ -215,6 +217,7 @@ def stage_package(
     try:
         _unpack(writer)
         staged = _strip_prefix(writer)
+        _apply_dir_modes(staged)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -240,7 +243,6 @@ def _unpack(writer: _Writer) -> None:
         raise CorruptArchiveError(archive, str(exc) or type(exc).__name__) from exc
     except (zipfile.LargeZipFile, NotImplementedError) as exc:
         raise CorruptArchiveError(archive, f"unsupported feature: {exc}") from exc
-    _apply_dir_modes(writer)
 
 
 def _members(archive: Path, root: Path, limits: ExtractLimits) -> Iterator[_Member]:
@@ -461,9 +463,12 @@ def _check_budget(writer: _Writer) -> None:
         )
 
 
-def _apply_dir_modes(writer: _Writer) -> None:
-    for relpath, mode in writer.dirs.items():
-        os.chmod(writer.root / relpath, mode)
+def _apply_dir_modes(staged: Staged) -> None:
+    """Directories were created 0700 so members could be written into them;
+    they get their own modes last (after the prefix is removed, since moving
+    a directory needs write permission on it)."""
+    for relpath, mode in staged.dirs.items():
+        os.chmod(staged.root / relpath, mode)
 
 
 def _strip_prefix(writer: _Writer) -> Staged:

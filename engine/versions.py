@@ -21,7 +21,9 @@ The decision rules (``decide``), in order:
    equals the installed version or, without ``from_version``, when the
    installed version has the same base (the existing client's only rule, which
    makes every patch cumulative from ``x.y.z.0``).
-6. A higher base: the full package.
+6. A higher base: the full package, unless the manifest's patch names the
+   installed version as its ``from_version`` (updock's extension: such a
+   patch was built against exactly the installed tree).
 
 ``--strategy patch`` refuses instead of falling back to the full package.
 """
@@ -250,16 +252,23 @@ def decide(
         if not allow_downgrade:
             raise DowngradeRefusedError(current, target)
         return _full(manifest, arch, current, target, "downgrade allowed", True)
-    if target.base != current.base:
-        return _full(manifest, arch, current, target, "a new base version")
-
     patch = manifest.patch_for(arch)
+    if target.base != current.base and not _names_installed(patch, current):
+        return _full(manifest, arch, current, target, "a new base version")
     if patch is None:
         return _full(manifest, arch, current, target, f"no patch for {arch}")
     why_not = patch_applies(current, target, patch)
     if why_not is not None:
         return _full(manifest, arch, current, target, why_not)
     return Decision("patch", current, target, patch, f"patch {current} -> {target}")
+
+
+def _names_installed(patch: Package | None, current: Version) -> bool:
+    """Whether ``patch`` declares the installed version as its base: such a
+    patch was built for exactly this tree, whatever the version numbers."""
+    if patch is None or patch.from_version is None:
+        return False
+    return Version.parse(patch.from_version) == current
 
 
 def _forced_patch(

@@ -101,6 +101,8 @@ def manifest(version="1.2.3.4", patch=True, from_version=None, platforms=True):
         ("1.2.3.0", {"patch": False}, "full"),
         ("1.2.2.9", {}, "full"),
         ("1.1.0", {}, "full"),
+        ("1.1.0", {"from_version": "1.1.0"}, "patch"),
+        ("1.1.0", {"from_version": "1.1.1"}, "full"),
     ],
 )
 def test_decide_auto(current, kwargs, action):

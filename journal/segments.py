@@ -57,6 +57,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from itertools import count
 from pathlib import Path
 from typing import NamedTuple
 
@@ -171,6 +172,21 @@ def frame(seq: int, payload: bytes, salt: int) -> bytes:
     return struct.pack("<I", zlib.crc32(body, salt)) + body
 
 
+def read_frame(data: bytes, salt: int, seq: int) -> memoryview | None:
+    """The payload of the frame at the start of ``data`` if it is a valid,
+    complete write of one record carrying ``seq``; None otherwise."""
+    if len(data) < FRAME_SIZE:
+        return None
+    crc, word, found, _index = _FRAME.unpack_from(data)
+    stop = FRAME_SIZE + (word & _LENGTH)
+    view = memoryview(data)
+    if stop > len(data) or zlib.crc32(view[4:stop], salt) != crc:
+        return None
+    if found != seq or not word & END:
+        return None
+    return view[FRAME_SIZE:stop]
+
+
 def create_segment(
     directory: Path, header: SegmentHeader, records: bytes = b""
 ) -> Path:
@@ -224,13 +240,14 @@ def read_segment(path: Path, start: int = 0) -> bytes:
 
 
 class FrameScanner:
-    """Iterates the valid records of one segment's bytes, checking each.
+    """Reads and checks the records of one segment's bytes.
 
-    Iterating yields ``(seq, offset, payload)`` with the payload a memoryview
-    into the segment's bytes, a write's records only once its END record is
-    read. When iteration ends, ``end`` is the offset just past the last
-    complete write and ``expected_seq`` the seq of the record that would come
-    next; ``torn_at`` is None or the offset where a torn tail begins, and
+    ``scan()`` walks the frames in one tight loop (replay speed rests on it)
+    and keeps, for every record of a complete write, its file offset and
+    its payload (a memoryview into the segment's bytes); the i-th record's
+    seq is ``first_seq + i``. Afterwards ``end`` is the offset just past the
+    last complete write and ``expected_seq`` the seq that would come next;
+    ``torn_at`` is None or the offset where a torn tail begins, and
     ``torn_size`` how many bytes it holds before the preallocated zeros.
 
     Args:
@@ -239,10 +256,6 @@ class FrameScanner:
         base: The file offset of ``data[0]``.
         salt: The journal's salt.
         expected_seq: The seq the first record must carry.
-
-    Raises (while iterating):
-        CorruptRecordError: a bad record followed by a valid record of a
-            later write, or a valid record out of sequence.
     """
 
     def __init__(
@@ -252,19 +265,29 @@ class FrameScanner:
         self.data = data
         self.base = base
         self.salt = salt
+        self.first_seq = expected_seq
         self.expected_seq = expected_seq
+        self.offsets: list[int] = []
+        self.payloads: list[memoryview] = []
         self.end = base
         self.torn_at: int | None = None
         self.torn_size = 0
 
-    def __iter__(self) -> Iterator[tuple[int, int, memoryview]]:
+    def scan(self) -> FrameScanner:
+        """Check every frame; returns self.
+
+        Raises:
+            CorruptRecordError: a bad record followed by a valid record of a
+                later write, or a valid record out of sequence.
+        """
         data, salt, base = self.data, self.salt, self.base
         view = memoryview(data)
         size = len(data)
         unpack, crc32, head = _FRAME.unpack_from, zlib.crc32, FRAME_SIZE
-        expected = self.expected_seq
-        pending: list[tuple[int, int, memoryview]] = []
-        pos = committed = 0
+        offsets, payloads = self.offsets, self.payloads
+        add_offset, add_payload = offsets.append, payloads.append
+        expected = self.first_seq
+        pos = committed = complete = 0
         while size - pos >= head:
             crc, word, seq, _index = unpack(data, pos)
             stop = pos + head + (word & _LENGTH)
@@ -277,18 +300,23 @@ class FrameScanner:
                     f"record has sequence {seq} where {expected} was expected",
                 )
             expected += 1
+            add_offset(base + pos)
+            add_payload(view[pos + head : stop])
             if word & END:
-                if pending:
-                    yield from pending
-                    pending = []
-                yield seq, base + pos, view[pos + head : stop]
-                committed = stop
-            else:
-                pending.append((seq, base + pos, view[pos + head : stop]))
+                committed, complete = stop, len(offsets)
             pos = stop
+
+        # Records after the last END belong to an unfinished write: drop them.
+        del offsets[complete:], payloads[complete:]
         self.end = base + committed
-        self.expected_seq = pending[0][0] if pending else expected
+        self.expected_seq = self.first_seq + complete
         self._classify_tail(committed, pos, expected)
+        return self
+
+    def __iter__(self) -> Iterator[tuple[int, int, memoryview]]:
+        """``(seq, offset, payload)`` of each record (scans first)."""
+        self.scan()
+        return zip(count(self.first_seq), self.offsets, self.payloads)
 
     def _classify_tail(self, committed: int, bad: int, bad_seq: int) -> None:
         """Decide what the bytes after the last complete write are: zeros (a

@@ -220,7 +220,7 @@ def load_images(
             loaded += engine.load(content.path)
         loaded += _drop_arch_suffixes(engine, loaded)
     except ServicesError as exc:
-        created = [ref for ref in loaded if ref not in previous and ":" in ref]
+        created = created_tags(loaded, previous)
         try:
             restore_images(engine, previous)
             remove_tags(engine, [*created, *kept.values()])
@@ -230,6 +230,16 @@ def load_images(
     return ImageLoad(
         loaded=sorted(set(loaded)), previous=previous, kept=kept, skipped=skipped
     )
+
+
+def is_tag(name: str) -> bool:
+    """Whether a loaded name is a tag, not the id of an untagged image."""
+    return not name.startswith("sha256:")
+
+
+def created_tags(loaded: Iterable[str], previous: dict[str, str]) -> list[str]:
+    """The tags among ``loaded`` that did not exist before the load."""
+    return [ref for ref in loaded if is_tag(ref) and ref not in previous]
 
 
 def _already_present(content: TarImages, tags: dict[str, str]) -> bool:
@@ -244,7 +254,7 @@ def _already_present(content: TarImages, tags: dict[str, str]) -> bool:
 def _drop_arch_suffixes(engine: DockerEngine, loaded: list[str]) -> list[str]:
     added = []
     for ref in loaded:
-        plain = strip_arch_suffix(ref) if ":" in ref else None
+        plain = strip_arch_suffix(ref) if is_tag(ref) else None
         if plain is None or plain in loaded:
             continue
         image_id = engine.image_id(ref)

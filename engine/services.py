@@ -487,7 +487,7 @@ class Services:
         loads = [e for _, e in records if isinstance(e, ImagesLoaded)]
         if loads:
             last = loads[-1]
-            created = [ref for ref in last.images if ref not in last.previous]
+            created = images.created_tags(last.images, last.previous)
             return dict(last.previous), dict(last.kept_tags), created
         if not self.active or not self._engine_answers():
             return {}, {}, []

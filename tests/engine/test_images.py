@@ -136,7 +136,7 @@ def test_load_images_keeps_the_old_id_and_restore_puts_it_back(
     load = images.load_images(docker_engine, tars, [f"{repo}:1.0"], TX)
     after_load = _tags_of(docker_engine, repo)
     moved = images.restore_images(docker_engine, load.previous)
-    created = [ref for ref in load.loaded if ref not in load.previous]
+    created = images.created_tags(load.loaded, load.previous)
     stayed = images.remove_tags(docker_engine, [*created, *load.kept.values()])
 
     assert load.loaded == [f"{repo}:1.0", f"{repo}:1.0-amd64"]

@@ -26,9 +26,11 @@ from engine.upgrade import (
     NotConfirmedError,
     UpgradeOptions,
     UpgradePlan,
+    UpgradeResult,
     apply_upgrade,
     check_upgrade,
     describe_gate,
+    dry_run_upgrade,
 )
 from journal import JournalNotFoundError, State
 
@@ -194,7 +196,14 @@ def apply(
     )
     renderer = make_renderer(json)
     try:
-        result = _run_apply(root, options, renderer, _confirm(yes, json))
+        if dry_run:
+            result = _read_only(root, options, lambda config, state: dry_run_upgrade(
+                config, state, options, progress=renderer
+            ))
+        elif not yes and (json or not sys.stdin.isatty()):
+            result = _read_only(root, options, _refuse_unless_up_to_date(options, json))
+        else:
+            result = _run_apply(root, options, renderer, _confirm(yes, json))
     except BaseException as exc:
         renderer.close()
         if isinstance(renderer, JsonRenderer):
@@ -222,6 +231,29 @@ def apply(
             f"in {result.seconds:.1f}s"
         )
     return exitcodes.OK
+
+
+def _read_only(root: Path, options: UpgradeOptions, run):
+    """``run(config, state)`` without the lock and without writing anything
+    (recovering first only when a crash left something unfinished)."""
+    with _state_for_reading(root, options.no_services) as (config, state):
+        return run(config, state)
+
+
+def _refuse_unless_up_to_date(options: UpgradeOptions, as_json: bool):
+    """Nobody can confirm: say so before anything is downloaded or written,
+    unless there is nothing to do."""
+
+    def run(config: DeploymentConfig, state: State) -> UpgradeResult:
+        plan = check_upgrade(config, state, options)
+        if plan.action == "none":
+            return UpgradeResult(plan, "up-to-date")
+        if as_json:
+            raise NotConfirmedError("--json needs --yes")
+        _print_plan(plan)
+        raise NotConfirmedError("no terminal to ask on and no --yes")
+
+    return run
 
 
 def _run_apply(root: Path, options: UpgradeOptions, renderer, confirm):

@@ -19,6 +19,7 @@ from engine.errors import IntegrityError, RolledBackError
 from engine.extract import stage_package
 from engine.services import Services
 from engine.transaction import Transaction
+from engine.upgrade import remove_stale_staging
 from journal import BlobStore, Journal
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def restore_backup(
     if not verify_backup(config, Path(info.path), info.sha256):
         raise BackupDamagedError(backup_id, config.root / info.path)
     services.preflight()
+    remove_stale_staging(config)
 
     tx = Transaction.begin(
         journal, store, config.tree, kind="restore",

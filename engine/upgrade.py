@@ -42,7 +42,12 @@ from engine.backup import create_backup
 from engine.config import DeploymentConfig, record_version
 from engine.download import Fetched, fetch_package
 from engine.errors import RefusedError, RollbackFailedError, RolledBackError
-from engine.extract import check_patch_package, stage_package
+from engine.extract import (
+    PatchContentError,
+    check_patch_package,
+    op_relpath,
+    stage_package,
+)
 from engine.manifest import (
     Manifest,
     check_freshness,
@@ -233,7 +238,8 @@ def _describe(config, manifest, decision, arch, key) -> UpgradePlan:
         kept = ", ".join(config.user_data)
         plan.changes.append(f"replace the whole {config.project_dir}/ except {kept}")
     elif package.operations is not None:
-        plan.changes.extend(_describe_operations(package.operations))
+        kept = frozenset(config.user_data)
+        plan.changes.extend(_describe_operations(package.operations, kept))
     if package.size:
         # The download, its staged copy, and the pre-images held in the store
         # (hard links: no data) plus a margin for the backup archive.
@@ -241,15 +247,25 @@ def _describe(config, manifest, decision, arch, key) -> UpgradePlan:
     return plan
 
 
-def _describe_operations(operations) -> Iterator[str]:
+def _describe_operations(operations, user_data: frozenset[str]) -> Iterator[str]:
+    """One line per listed path; paths in user-data folders are left out, as
+    the plan skips them (a release built from a tree holding sample data
+    lists that data for deletion)."""
     for side, verb in (("replace", "replace"), ("delete", "delete")):
         files = getattr(operations, side)
         if files is None:
             continue
-        for path in files.directories:
-            yield f"{verb} folder {path}"
-        for path in files.files:
-            yield f"{verb} file {path}"
+        for kind, paths in (("folder", files.directories), ("file", files.files)):
+            for path in paths:
+                if _top_name(path) not in user_data:
+                    yield f"{verb} {kind} {path}"
+
+
+def _top_name(path: str) -> str:
+    try:
+        return op_relpath(path).split("/")[0]
+    except PatchContentError:
+        return ""  # refused when the package is checked; shown as listed
 
 
 def apply_upgrade(
@@ -277,15 +293,14 @@ def apply_upgrade(
         RollbackFailedError: failed, and so did the rollback.
         EngineError: any other failure, before any change.
     """
+    if options.dry_run:
+        return dry_run_upgrade(config, journal.state, options, progress=progress)
     started = time.monotonic()
-    with _step(progress, "manifest"):
-        checked = _check(config, journal.state, options)
+    remove_stale_staging(config)
+    checked = _read_plan(config, journal.state, options, progress)
     plan = checked.plan
-    progress(ProgressEvent("plan", "plan", data=plan.summary()))
     if plan.action == "none":
         return UpgradeResult(plan, "up-to-date")
-    if options.dry_run:
-        return _dry_run(config, checked, options, progress)
     if not confirm(plan):
         raise NotConfirmedError("the operator said no")
 
@@ -295,6 +310,63 @@ def apply_upgrade(
     result = run.execute()
     result.seconds = time.monotonic() - started
     return result
+
+
+def dry_run_upgrade(
+    config: DeploymentConfig,
+    state: State,
+    options: UpgradeOptions,
+    *,
+    progress: Progress,
+) -> UpgradeResult:
+    """Everything ``apply_upgrade`` does up to the plan, and stop.
+
+    The manifest is read and verified, the package downloaded, verified and
+    staged in a scratch folder outside the deployment, the changes planned
+    and the free space checked. Nothing under the deployment root is
+    created or changed, so no lock is needed.
+
+    Args:
+        config: the deployment.
+        state: its journal's state (empty for a deployment updock never
+            changed).
+        options: what the operator asked for.
+        progress: receives the progress events.
+
+    Raises:
+        EngineError: whatever the checks, the download or the staging raise.
+    """
+    started = time.monotonic()
+    checked = _read_plan(config, state, options, progress)
+    if checked.plan.action == "none":
+        return UpgradeResult(checked.plan, "up-to-date")
+    result = _dry_run(config, checked, options, progress)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _read_plan(config, state: State, options, progress: Progress) -> _Checked:
+    with _step(progress, "manifest"):
+        checked = _check(config, state, options)
+    progress(ProgressEvent("plan", "plan", data=checked.plan.summary()))
+    return checked
+
+
+def remove_stale_staging(config: DeploymentConfig) -> None:
+    """Delete what killed runs left in the staging folder.
+
+    Only called with the writer lock held and after recovery: no transaction
+    is running, and recovery works from the blob store, never from staging.
+    """
+    staging = config.state_dir / "staging"
+    if not staging.is_dir():
+        return
+    for leftover in staging.iterdir():
+        logger.warning("removing %s, left staged by an interrupted run", leftover)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _dry_run(config, checked: _Checked, options, progress) -> UpgradeResult:

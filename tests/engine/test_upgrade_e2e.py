@@ -7,10 +7,9 @@ folder), the user data must be untouched byte for byte, the journal must
 show every step with its time, and ``upgrade rollback`` must bring back the
 previous tree exactly.
 
-The real trees are deployed as versions 2.31.0.0, 2.31.0.1 and 2.32.3.0:
-the first step stays within one base version so the patch applies under
-the version rules (a patch across base versions is chosen only by an
-explicit ``from_version`` match, which not every rule set honours).
+The releases carry the published version numbers (2.31.0.0, 2.32.0.0,
+2.32.3.0): the patch to 2.32.0.0 names 2.31.0.0 as its ``from_version``, so
+it applies across the base versions.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from realinput import PROJECT, extract_sdist, sdist
 from cli import exitcodes
 from engine.release import build_release
 
-V_A, V_B, V_C = "2.31.0.0", "2.31.0.1", "2.32.3.0"
+V_A, V_B, V_C = "2.31.0.0", "2.32.0.0", "2.32.3.0"
 REAL = {V_A: "2.31.0", V_B: "2.32.0", V_C: "2.32.3"}
 USER_DATA = {
     "data/db.sqlite": bytes(range(256)) * 64,

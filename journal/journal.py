@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import logging
 import os
 import struct
@@ -49,6 +48,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 DEFAULT_CHECKPOINT_EVERY = 10_000
 POINTER_NAME = "checkpoint"
+_CHUNK = 4096  # records decoded per call of the replay loop
 
 _POINTER = struct.Struct("<8sIIQQI")
 _POINTER_MAGIC = b"UPDKCKPT"
@@ -236,23 +236,22 @@ class Journal:
             self._start_compacted(segment.path, scanner)
             skip = 1
 
-        # The hot loop of every open: no call but the decoder and the fold.
-        # Records of unknown kinds fail the typed decoder; records.decode
-        # then makes them UnknownEvent (or raises for a garbled payload).
-        advance, decode = self.state.advance, _event_decoder.decode
-        seq = expected + skip
-        for payload in itertools.islice(payloads, skip, None):
+        # The hot path of every open: decode a chunk of payloads in one list
+        # comprehension, fold it in one call. Records of unknown kinds fail
+        # the typed decoder; the chunk is then decoded one by one, where
+        # records.decode makes them UnknownEvent (or names a garbled one).
+        decode, advance_many = _event_decoder.decode, self.state.advance_many
+        for start in range(skip, len(payloads), _CHUNK):
+            chunk = payloads[start : start + _CHUNK]
             try:
-                event = decode(payload)
-            except msgspec.ValidationError:
-                event = _decode_at(
-                    segment.path, scanner.offsets[seq - expected], payload
-                )
-            except msgspec.DecodeError as exc:
-                where = scanner.offsets[seq - expected]
-                raise _undecodable(segment.path, where, exc) from exc
-            advance(seq, event)
-            seq += 1
+                events = [decode(payload) for payload in chunk]
+            except msgspec.DecodeError:
+                offsets = scanner.offsets[start : start + _CHUNK]
+                events = [
+                    _decode_at(segment.path, at, payload)
+                    for at, payload in zip(offsets, chunk)
+                ]
+            advance_many(expected + start, events)
 
         self._since_checkpoint += len(payloads) - skip
         self._bytes_since_checkpoint += scanner.end - offset
@@ -630,7 +629,8 @@ class Journal:
         """
         self._check_writable()
         keep_from = self._keep_from()
-        if keep_from == self._next_seq and self._has_records():
+        holds_more_than_its_start = self._segments[-1].header.first_seq < self.last_seq
+        if keep_from == self._next_seq and holds_more_than_its_start:
             self._rotate()
         doomed = self._droppable_segments(keep_from)
         if doomed and self._read_pointer_index() < self._segments[len(doomed)].index:

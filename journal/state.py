@@ -112,14 +112,16 @@ class State(msgspec.Struct, kw_only=True):
 
     def advance(self, seq: int, event: Any) -> None:
         """Fold one record into this state, in place (see the module doc)."""
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(self, seq, event)
-        else:
-            tx = self.txs.get(getattr(event, "tx", None) or "")
-            if tx is not None:
-                tx.last_seq = seq
+        _HANDLERS.get(type(event), _touch)(self, seq, event)
         self.seq = seq
+
+    def advance_many(self, first_seq: int, events: Iterable[Any]) -> None:
+        """Fold consecutive records (``first_seq`` and on), in place."""
+        handler_of, seq = _HANDLERS.get, first_seq - 1
+        for seq, event in enumerate(events, first_seq):
+            handler_of(type(event), _touch)(self, seq, event)
+        if seq >= first_seq:
+            self.seq = seq
 
 
 def fold(state: State, seq: int, event: Any) -> State:
@@ -205,7 +207,8 @@ def _tx_begun(state: State, seq: int, e: r.TxBegun) -> None:
 
 
 def _touch(state: State, seq: int, e: Any) -> TxState | None:
-    tx = state.txs.get(e.tx) if e.tx else None
+    """Note a record of the event's transaction (if it names a known one)."""
+    tx = state.txs.get(getattr(e, "tx", None) or "")
     if tx is not None:
         tx.last_seq = seq
     return tx

@@ -106,6 +106,9 @@ def test_compact_with_nothing_needed_keeps_only_the_state(tmp_path: Path) -> Non
         before = _without_seq(journal.state.copy())
         journal.compact()
         assert len(journal.segment_paths) == 1
+        kept = journal.segment_paths
+        assert journal.compact().segments_removed == 0
+        assert journal.segment_paths == kept
         journal.append(r.OpApplied(tx="t3", op=9))
 
     with Journal.open(path, writable=False, use_checkpoint=False) as again:

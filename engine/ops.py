@@ -28,11 +28,13 @@ from pathlib import Path
 
 from engine.errors import BadInputError
 from engine.paths import (
+    DiskKinds,
     check_link_target,
     check_parents,
     check_relative,
     parents_of,
 )
+from engine.placement import Staged
 from engine.trees import DIR, FILE, SYMLINK, UnsupportedFileTypeError, WalkedEntry
 from engine.trees import kind_of, walk
 from journal import BlobStore
@@ -193,10 +195,15 @@ class PlannedOp:
     target: str | None = None
     pre_walk: list[WalkedEntry] | None = None
     post_walk: list[WalkedEntry] | None = None
+    source_mode: int | None = None
     pre_bytes: int = 0
     post_bytes: int = 0
     pre: ImageRef = field(default_factory=ImageRef)
     post: ImageRef = field(default_factory=ImageRef)
+
+    def staged(self) -> Staged | None:
+        """The staged source, for ``engine.placement.realize``."""
+        return None if self.source is None else Staged(self.source, self.source_mode)
 
     def record(self, tx: str, at: float) -> OpIntended:
         return OpIntended(
@@ -230,6 +237,11 @@ class _Planner:
         self.planned: list[PlannedOp] = []
         self.result: dict[str, str] = {}  # path -> kind after the earlier ops
         self.owner: dict[str, PlannedOp] = {}
+        self.on_disk = DiskKinds(tree)
+
+    def kind_at(self, path: str) -> str:
+        """What is at ``path`` once the earlier operations have run."""
+        return self.result.get(path) or self.on_disk(path)
 
     def add(self, op: Op) -> None:
         if op.kind == SWAP_TREE:
@@ -238,7 +250,7 @@ class _Planner:
             return
         path = check_relative(op.path)
         self._check_claims(path)
-        for parent in check_parents(self.tree, path, self.result.get):
+        for parent in check_parents(path, self.kind_at):
             self._append(PlannedOp(0, MAKE_DIR, parent, mode=_DEFAULT_DIR_MODE), DIR)
             self.owner[parent] = self.planned[-1]
         planned = PlannedOp(0, op.kind, path, op.source, op.blob, op.mode, op.target)
@@ -290,6 +302,7 @@ class _Planner:
                 )
             if want == FILE and info is not None:
                 planned.post_bytes = info.st_size
+                planned.source_mode = stat.S_IMODE(info.st_mode)
             else:
                 planned.post_walk = walk(planned.source)
                 planned.post_bytes = sum(entry.size for entry in planned.post_walk)

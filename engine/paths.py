@@ -2,15 +2,16 @@
 
 Every operation names its path relative to the tree root. Before anything
 changes, each path passes the policies below; each is a small pure function
-(only ``check_parents`` reads the disk, with ``lstat``) so a reader can see
-every rule on its own:
+(the disk is read only through the lookup ``check_parents`` is given), so a
+reader can see every rule on its own:
 
 - ``check_relative``: not absolute, no ``..`` component, not the root itself,
   no NUL byte, not one of updock's scratch names.
 - ``check_parents``: no existing parent component is a symlink (writing
   through a link planted by an earlier package is the classic escape, see
-  CVE-2007-4559 and PEP 706) or a non-directory. Each component is checked
-  with ``lstat``, which never follows the final link.
+  CVE-2007-4559 and PEP 706) or a non-directory. What is at each component
+  comes from a lookup: ``DiskKinds`` asks ``lstat``, which never follows the
+  final link, and a planner lays the earlier operations over it.
 - ``check_link_target``: a symlink created by a transaction points inside the
   tree, judged lexically from the link's own folder (an absolute target or
   one that climbs above the root is refused).
@@ -127,27 +128,21 @@ def is_within(path: str, ancestor: str) -> bool:
     return path.startswith(ancestor + "/")
 
 
-# What an earlier operation of the same transaction leaves at a path:
-# "dir", "file", "symlink", "absent", or None when no earlier op touches it.
-Overlay = Callable[[str], str | None]
+# What is at a path: "dir", "file", "symlink" or "absent".
+KindLookup = Callable[[str], str]
 
 
-def _no_overlay(_path: str) -> str | None:
-    return None
-
-
-def check_parents(root: Path, path: str, overlay: Overlay = _no_overlay) -> list[str]:
+def check_parents(path: str, kind_at: KindLookup) -> list[str]:
     """Check every existing parent of ``path`` is a real directory.
 
     Args:
-        root: The tree root.
         path: A normalised relative path.
-        overlay: What earlier operations of the same transaction leave at a
-            parent path, consulted before the disk.
+        kind_at: What is at a relative path once the earlier operations of
+            the transaction have run (see ``DiskKinds``).
 
     Returns:
-        The parents that do not exist yet (and no earlier op creates),
-        outermost first; the caller creates them.
+        The parents that do not exist yet, outermost first; the caller
+        creates them.
 
     Raises:
         SymlinkInPathError: a parent is a symlink.
@@ -155,9 +150,7 @@ def check_parents(root: Path, path: str, overlay: Overlay = _no_overlay) -> list
     """
     missing: list[str] = []
     for parent in parents_of(path):
-        kind = overlay(parent)
-        if kind is None:
-            kind = "absent" if missing else _kind_on_disk(root / parent)
+        kind = "absent" if missing else kind_at(parent)
         if kind == "symlink":
             raise SymlinkInPathError(path, parent)
         if kind == "absent":
@@ -167,10 +160,28 @@ def check_parents(root: Path, path: str, overlay: Overlay = _no_overlay) -> list
     return missing
 
 
-def _kind_on_disk(path: Path) -> str:
+class DiskKinds:
+    """What ``lstat`` finds at relative paths under ``root``, remembered.
+
+    Planning asks about the same parent folders thousands of times; the disk
+    does not change meanwhile (the writer lock is held).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = os.fspath(root)
+        self._known: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        kind = self._known.get(path)
+        if kind is None:
+            kind = self._known[path] = _kind_on_disk(f"{self._root}/{path}")
+        return kind
+
+
+def _kind_on_disk(path: str) -> str:
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return "absent"
     if stat.S_ISLNK(mode):
         return "symlink"

@@ -42,7 +42,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from engine.errors import EngineError
 from engine.paths import SCRATCH_PREFIX
@@ -123,12 +123,14 @@ class Workspace:
 # -- asking the disk --------------------------------------------------------
 
 
-def compare(ws: Workspace, path: Path, image: ImageRef) -> str:
+def compare(ws: Workspace, path: Path, image: ImageRef, other: ImageRef | None = None) -> str:
     """Whether ``path`` holds ``image``: ``same``, ``mode`` (only the mode
     differs) or ``different``.
 
     A file image without a blob (the images of ``set_mode``) compares the
-    kind and the mode only.
+    kind and the mode only. ``other`` is the operation's opposite image: a
+    file that is the very inode of the other image's blob differs from
+    ``image`` without being hashed.
     """
     try:
         info = os.lstat(path)
@@ -136,18 +138,53 @@ def compare(ws: Workspace, path: Path, image: ImageRef) -> str:
         return SAME if image.kind == ABSENT else DIFFERENT
     kind = kind_of(info.st_mode)
     if image.kind == TREE:
-        return SAME if tree_matches(ws.store, path, ws.listing(image.blob or "")) else DIFFERENT
+        listing = ws.listing(image.blob or "")
+        return SAME if tree_matches(ws.store, path, listing) else DIFFERENT
     if image.kind != kind:
         return DIFFERENT
     if kind == SYMLINK:
         return SAME if os.readlink(path) == image.target else DIFFERENT
     if kind == FILE and image.blob is not None:
+        if _is_other_blob(ws.store, info, image, other):
+            return DIFFERENT
         if not same_content(ws.store, path, info, image.blob):
             return DIFFERENT
     return SAME if stat.S_IMODE(info.st_mode) == image.mode else MODE_ONLY
 
 
+def _is_other_blob(
+    store: BlobStore, info: os.stat_result, image: ImageRef, other: ImageRef | None
+) -> bool:
+    if other is None or other.kind != FILE or other.blob in (None, image.blob):
+        return False
+    try:
+        blob = os.stat(store.path_of(other.blob))
+    except FileNotFoundError:
+        return False
+    return (blob.st_ino, blob.st_dev) == (info.st_ino, info.st_dev)
+
+
+def compare_images(known: ImageRef, image: ImageRef) -> str:
+    """``compare`` when the path is known to hold ``known`` (no disk access)."""
+    if known == image:
+        return SAME
+    same_but_mode = (known.kind, known.blob, known.target) == (
+        image.kind, image.blob, image.target
+    )
+    if same_but_mode and known.kind in (FILE, DIR):
+        return MODE_ONLY
+    return DIFFERENT
+
+
 # -- putting images in place --------------------------------------------------
+
+
+class Staged(NamedTuple):
+    """A staged file or folder holding a post-image; ``mode`` is its current
+    permission bits when known (a file already right is not chmod'ed)."""
+
+    path: Path
+    mode: int | None = None
 
 
 def realize(
@@ -155,9 +192,11 @@ def realize(
     record: OpRecord,
     image: ImageRef,
     *,
-    source: Path | None = None,
-    keep_as: Path | None = None,
+    source: Staged | None = None,
+    keep: bool = False,
     candidates: Sequence[Path] = (),
+    known: ImageRef | None = None,
+    other: ImageRef | None = None,
 ) -> bool:
     """Make the path of ``record`` hold ``image``; do nothing if it does.
 
@@ -167,8 +206,12 @@ def realize(
         image: The pre-image (undo) or post-image (apply, redo).
         source: A staged file or folder holding ``image``, moved in when
             still there.
-        keep_as: Where a folder in the way is set aside (else the trash).
+        keep: Set a folder in the way aside as this op's ``pre`` (for a
+            fast undo) rather than in the trash.
         candidates: Folders set aside earlier that may hold ``image``.
+        known: What the path is known to hold (it was just captured): the
+            disk is not asked.
+        other: The operation's opposite image (see ``compare``).
 
     Returns:
         True when something changed.
@@ -180,17 +223,22 @@ def realize(
             image's content is not in the store.
     """
     path = ws.tree / record.path
-    state = compare(ws, path, image)
+    if known is not None:
+        state = compare_images(known, image)
+    else:
+        state = compare(ws, path, image, other)
     if state == SAME:
         return False
     if state == MODE_ONLY:
         os.chmod(path, image.mode)
         return True
 
-    if image.kind == ABSENT:
+    keep_as = ws.aside(record.op, "pre") if keep else None
+    if image.kind == FILE:
+        may_be_folder = known is None or known.kind in (DIR, TREE)
+        _place_file(ws, record, path, image, source, keep_as if may_be_folder else False)
+    elif image.kind == ABSENT:
         _clear(ws, path, keep_as)
-    elif image.kind == FILE:
-        _place_file(ws, record, path, image, source, keep_as)
     elif image.kind == SYMLINK:
         _place_symlink(ws, record, path, image, keep_as)
     elif image.kind == DIR:
@@ -207,12 +255,15 @@ def _place_file(
     record: OpRecord,
     path: Path,
     image: ImageRef,
-    source: Path | None,
-    keep_as: Path | None,
+    source: Staged | None,
+    keep_as: Path | None | Literal[False],
 ) -> None:
+    """Put a file in place; ``keep_as`` False: the path is known to hold no
+    folder, so none is looked for."""
     if image.blob is None:
         raise ImageUnavailableError(path, image)
-    _clear_folder(ws, path, keep_as)
+    if keep_as is not False:
+        _clear_folder(ws, path, keep_as)
     if source is not None and _move_in(source, path, image.mode):
         return
     tmp = ws.scratch(record.path, record.op, "tmp")
@@ -238,12 +289,13 @@ def fill_from_blob(store: BlobStore, digest: str, dest: Path) -> None:
     store.copy_to(digest, dest)
 
 
-def _move_in(source: Path, path: Path, mode: int) -> bool:
+def _move_in(source: Staged, path: Path, mode: int) -> bool:
     """Rename a staged file into place; False when it cannot be (gone, or on
     another filesystem) and the blob must serve instead."""
     try:
-        os.chmod(source, mode, follow_symlinks=False)
-        os.rename(source, path)
+        if source.mode != mode:
+            os.chmod(source.path, mode, follow_symlinks=False)
+        os.rename(source.path, path)
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -268,14 +320,15 @@ def _place_tree(
     record: OpRecord,
     path: Path,
     image: ImageRef,
-    source: Path | None,
+    source: Staged | None,
     keep_as: Path | None,
     candidates: Sequence[Path],
 ) -> None:
     listing = ws.listing(image.blob or "")
     _clear(ws, path, keep_as)
-    if source is not None and _is_folder(source) and _rename_quietly(source, path):
-        return
+    if source is not None and _is_folder(source.path):
+        if _rename_quietly(source.path, path):
+            return
     for candidate in candidates:
         if _is_folder(candidate) and tree_matches(ws.store, candidate, listing):
             if _rename_quietly(candidate, path):
@@ -371,7 +424,8 @@ def undo_all(
     """
     changed = 0
     for done, record in enumerate(reversed(records), 1):
-        if realize(ws, record, record.pre, candidates=[ws.aside(record.op, "pre")]):
+        aside = [ws.aside(record.op, "pre")]
+        if realize(ws, record, record.pre, candidates=aside, other=record.post):
             changed += 1
             logger.debug("transaction %s: undid op %d on %s", ws.tx, record.op, record.path)
         crashpoint(step)
@@ -388,7 +442,7 @@ def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
     """
     changed = 0
     for record in records:
-        if realize(ws, record, record.post, keep_as=ws.aside(record.op, "pre")):
+        if realize(ws, record, record.post, keep=True, other=record.pre):
             changed += 1
             logger.debug("transaction %s: redid op %d on %s", ws.tx, record.op, record.path)
         crashpoint(step)

@@ -38,13 +38,17 @@ class NotEnoughSpaceError(InsufficientSpaceError):
         self.unit = unit
 
 
-@dataclass(frozen=True)
+@dataclass
 class SpaceNeed:
     """What a change will write at ``path``: bytes and new inodes."""
 
     path: Path
     bytes: int = 0
     inodes: int = 0
+
+    def add(self, size: int, inodes: int = 0) -> None:
+        self.bytes += size
+        self.inodes += inodes
 
 
 @dataclass
@@ -57,14 +61,17 @@ class _Filesystem:
 def existing_ancestor(path: Path) -> Path:
     """``path`` itself or its nearest ancestor that exists."""
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while not os.path.exists(path) and path != path.parent:
         path = path.parent
     return path
 
 
 def filesystem_id(path: Path) -> int:
     """The device id of the filesystem that holds (or would hold) ``path``."""
-    return os.stat(existing_ancestor(path)).st_dev
+    try:
+        return os.stat(path).st_dev
+    except FileNotFoundError:
+        return os.stat(existing_ancestor(path)).st_dev
 
 
 def check_free_space(

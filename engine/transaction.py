@@ -75,6 +75,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,7 +86,18 @@ from engine.errors import (
     RollbackFailedError,
     RolledBackError,
 )
-from engine.ops import MAKE_DIR, SET_MODE, Op, PlannedOp, lstat_kind, plan_ops
+from engine.ops import (
+    DELETE_FILE,
+    DELETE_TREE,
+    MAKE_DIR,
+    MAKE_SYMLINK,
+    PUT_FILE,
+    SET_MODE,
+    Op,
+    PlannedOp,
+    lstat_kind,
+    plan_ops,
+)
 from engine.placement import (
     Workspace,
     default_work_dir,
@@ -97,8 +109,8 @@ from engine.placement import (
 )
 from engine.progress import Progress, ProgressEvent
 from engine.space import SpaceNeed, check_free_space, filesystem_id
-from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, walk
-from journal import BlobStore, Journal
+from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, store_file, walk
+from journal import BlobInfo, BlobStore, Journal
 from journal.crashpoints import crashpoint
 from journal.records import (
     ABSENT,
@@ -123,8 +135,12 @@ BEGUN, PLANNED, PREPARED, APPLYING, APPLIED, DECIDED, ENDED = (
 # space check (a generous estimate of msgpack records).
 _JOURNAL_BYTES_PER_OP = 1024
 _LISTING_BYTES_PER_ENTRY = 256
-_HASH_THREADS = 4
+_HASH_THREADS = 2
+# Files at least this large are hashed on the thread pool.
+_THREADED_BYTES = 1024 * 1024
 _PROGRESS_EVERY = 256
+# Operations that create something in the tree (content, folder or link).
+_CREATES = (PUT_FILE, "replace_dir", MAKE_DIR, MAKE_SYMLINK)
 
 
 class WrongPhaseError(RefusedError):
@@ -299,29 +315,36 @@ class Transaction:
         self._space_checked = True
 
     def _space_needs(self) -> list[SpaceNeed]:
-        """Bytes and inodes each filesystem receives (see ``engine.space``).
+        """Bytes and inodes the store's and the tree's filesystems receive.
 
         Linking and renaming write no data; only content crossing
-        filesystems is copied. Placing a stored blob is counted as a copy,
-        since a blob already linked elsewhere is copied.
+        filesystems is copied. Placing a stored blob counts as a copy, since
+        a blob already linked elsewhere is copied. Staging filesystems
+        receive nothing but must keep their margin.
         """
         store_root, tree = self._store.root, self.tree
-        same_store = filesystem_id(store_root) == filesystem_id(tree)
-        needs = [SpaceNeed(store_root, _JOURNAL_BYTES_PER_OP * len(self._planned))]
+        store_fs, tree_fs = filesystem_id(store_root), filesystem_id(tree)
+        staging_fs: dict[Path, int] = {}
+        store = SpaceNeed(store_root, _JOURNAL_BYTES_PER_OP * len(self._planned))
+        into_tree = SpaceNeed(tree)
         for planned in self._planned:
             entries = len(planned.pre_walk or ()) + len(planned.post_walk or ())
-            needs.append(SpaceNeed(store_root, _LISTING_BYTES_PER_ENTRY * entries))
-            if not same_store:
-                needs.append(SpaceNeed(store_root, planned.pre_bytes, entries or 1))
-            if planned.source is None:
-                needs.append(SpaceNeed(tree, planned.post_bytes, entries or 1))
+            store.add(_LISTING_BYTES_PER_ENTRY * entries)
+            if store_fs != tree_fs:
+                store.add(planned.pre_bytes, entries or 1)
+            if planned.kind not in _CREATES:
                 continue
-            staging = filesystem_id(planned.source)
-            if staging != filesystem_id(store_root):
-                needs.append(SpaceNeed(store_root, planned.post_bytes, entries or 1))
-            if staging != filesystem_id(tree):
-                needs.append(SpaceNeed(tree, planned.post_bytes, entries or 1))
-        return needs
+            if planned.source is None:
+                into_tree.add(planned.post_bytes, entries or 1)
+                continue
+            parent = planned.source.parent
+            if parent not in staging_fs:
+                staging_fs[parent] = filesystem_id(parent)
+            if staging_fs[parent] != store_fs:
+                store.add(planned.post_bytes, entries or 1)
+            if staging_fs[parent] != tree_fs:
+                into_tree.add(planned.post_bytes, entries or 1)
+        return [store, into_tree, *(SpaceNeed(parent) for parent in staging_fs)]
 
     # -- prepare -------------------------------------------------------------
 
@@ -361,17 +384,24 @@ class Transaction:
     def _capture_images(self) -> None:
         """Fill in every planned op's pre-image and post-image.
 
-        File hashing and linking runs on a few threads: hashlib and the
-        link/stat system calls release the GIL.
+        Large files are hashed on a few threads (hashlib and ``read`` release
+        the GIL) while the main thread stores the small ones, for which
+        threads would only contend for the GIL.
         """
-        jobs: list[Callable[[], None]] = []
+        jobs: list[_StoreJob] = []
         finish: list[Callable[[], None]] = []
         for planned in self._planned:
             _capture_post(self._store, planned, jobs, finish)
             _capture_pre(self._store, self.tree, planned, jobs, finish)
+        store = self._store
         with ThreadPoolExecutor(_HASH_THREADS) as pool:
-            for future in [pool.submit(job) for job in jobs]:
-                future.result()
+            large = [(pool.submit(store_file, store, job.path), job.done)
+                     for job in jobs if job.size >= _THREADED_BYTES]
+            for job in jobs:
+                if job.size < _THREADED_BYTES:
+                    job.done(store_file(store, job.path))
+            for future, done in large:
+                done(future.result())
         for step in finish:
             step()
 
@@ -394,8 +424,8 @@ class Transaction:
         current = None
         try:
             for current in self._planned:
-                realize(self._ws, current, current.post, source=current.source,
-                        keep_as=self._ws.aside(current.op, "pre"))
+                realize(self._ws, current, current.post, source=current.staged(),
+                        keep=True, known=current.pre)
                 crashpoint("tx.apply.op")
                 if progress is not None and current.op % _PROGRESS_EVERY == 0:
                     progress(ProgressEvent("bytes", "apply", done=current.op, total=total,
@@ -523,64 +553,73 @@ def _report(progress: Progress | None, step: str, count: int, seconds: float) ->
 # -- capturing images --------------------------------------------------------
 
 
-def _capture_post(store: BlobStore, planned: PlannedOp, jobs: list, finish: list) -> None:
+@dataclass(frozen=True)
+class _StoreJob:
+    """A file to store, and what to do with its ``BlobInfo``."""
+
+    path: Path
+    size: int
+    done: Callable[[BlobInfo], None]
+
+
+def _capture_post(store: BlobStore, planned: PlannedOp, jobs: list[_StoreJob],
+                  finish: list) -> None:
     """Queue the work that fills ``planned.post``."""
-    kind = planned.kind
-    if kind == SET_MODE or planned.kind.startswith("delete"):
+    kind, mode = planned.kind, planned.mode or 0
+    if kind in (SET_MODE, DELETE_FILE, DELETE_TREE):
         return
     if kind == MAKE_DIR:
-        planned.post = ImageRef(kind=DIR, mode=planned.mode or 0)
-    elif kind == "make_symlink":
+        planned.post = ImageRef(kind=DIR, mode=mode)
+    elif kind == MAKE_SYMLINK:
         planned.post = ImageRef(kind=SYMLINK, target=planned.target)
-    elif kind == "put_file" and planned.source is None:
+    elif kind == PUT_FILE and planned.source is None:
         planned.post = ImageRef(kind=FILE, blob=planned.blob, size=planned.post_bytes,
-                                mode=planned.mode or 0)
-    elif kind == "put_file":
-        def put() -> None:
-            info = store.put_path(planned.source, link=True, sync=False)
-            planned.post = ImageRef(kind=FILE, blob=info.digest, size=info.size,
-                                    mode=planned.mode or 0)
-        jobs.append(put)
+                                mode=mode)
+    elif kind == PUT_FILE:
+        def done(blob: BlobInfo) -> None:
+            planned.post = ImageRef(kind=FILE, blob=blob.digest, size=blob.size, mode=mode)
+        jobs.append(_StoreJob(planned.source, planned.post_bytes, done))
     elif planned.source is None:
         planned.post = ImageRef(kind=TREE, blob=planned.blob, size=planned.post_bytes)
     else:
         entries = planned.post_walk or []
-        _queue_tree(store, planned.source, entries, jobs)
+        _queue_tree(planned.source, entries, jobs)
         finish.append(lambda: setattr(planned, "post", _tree_image(store, entries)))
 
 
-def _capture_pre(store: BlobStore, tree: Path, planned: PlannedOp, jobs: list,
+def _capture_pre(store: BlobStore, tree: Path, planned: PlannedOp, jobs: list[_StoreJob],
                  finish: list) -> None:
     """Queue the work that fills ``planned.pre`` from what the disk holds."""
     path = tree / planned.path
     found, info = lstat_kind(path)
     if found == ABSENT or info is None:
         planned.pre = ImageRef()
-    elif planned.kind == SET_MODE:
-        planned.pre = ImageRef(kind=found, mode=info.st_mode & 0o7777)
+        return
+    mode = info.st_mode & 0o7777
+    if planned.kind == SET_MODE:
+        planned.pre = ImageRef(kind=found, mode=mode)
         planned.post = ImageRef(kind=found, mode=planned.mode or 0)
     elif found == SYMLINK:
         planned.pre = ImageRef(kind=SYMLINK, target=os.readlink(path))
     elif found == DIR and planned.kind == MAKE_DIR:
-        planned.pre = ImageRef(kind=DIR, mode=info.st_mode & 0o7777)
+        planned.pre = ImageRef(kind=DIR, mode=mode)
     elif found == DIR:
         entries = planned.pre_walk if planned.pre_walk is not None else walk(path)
-        _queue_tree(store, path, entries, jobs)
+        _queue_tree(path, entries, jobs)
         finish.append(lambda: setattr(planned, "pre", _tree_image(store, entries)))
     else:
-        def put() -> None:
-            blob = store.put_path(path, link=True, sync=False)
-            planned.pre = ImageRef(kind=FILE, blob=blob.digest, size=blob.size,
-                                   mode=info.st_mode & 0o7777)
-        jobs.append(put)
+        def done(blob: BlobInfo) -> None:
+            planned.pre = ImageRef(kind=FILE, blob=blob.digest, size=blob.size, mode=mode)
+        jobs.append(_StoreJob(path, info.st_size, done))
 
 
-def _queue_tree(store: BlobStore, top: Path, entries: list[WalkedEntry], jobs: list) -> None:
+def _queue_tree(top: Path, entries: list[WalkedEntry], jobs: list[_StoreJob]) -> None:
     for entry in entries:
         if entry.kind == FILE:
-            def put(entry: WalkedEntry = entry) -> None:
-                entry.blob = store.put_path(top / entry.relpath, link=True, sync=False).digest
-            jobs.append(put)
+            def done(blob: BlobInfo, entry: WalkedEntry = entry) -> None:
+                entry.blob = blob.digest
+            jobs.append(_StoreJob(top / entry.relpath, entry.size, done))
+
 
 
 def _tree_image(store: BlobStore, entries: list[WalkedEntry]) -> ImageRef:

@@ -14,6 +14,7 @@ a copy, when the store shares the tree's filesystem.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import BadInputError
-from journal import BlobStore, TreeEntry
+from journal import BlobInfo, BlobStore, TreeEntry
 from journal.blobs import CHUNK
 
 FILE = "file"
@@ -104,6 +105,60 @@ def walk(top: Path) -> list[WalkedEntry]:
 def tree_size(entries: list[WalkedEntry]) -> int:
     """Bytes of file content in a walked tree."""
     return sum(entry.size for entry in entries)
+
+
+# -- storing ----------------------------------------------------------------
+
+# Errors after which a file cannot be hard-linked into the store, only copied.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES, errno.ENOTSUP)
+
+
+def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
+    """Put a file into the blob store by hard link, without fsync.
+
+    The fast path of ``BlobStore.put_path(link=True, sync=False)``: the file
+    is hashed through one descriptor, then linked straight to its digest's
+    name (``store.path_of``), with no temporary name. That is a quarter of
+    the system calls, which matters for 10,000 small files. The caller makes
+    the names durable (one ``syncfs``). Whatever is unusual falls back to
+    ``put_path``: another filesystem (copy), a blob already there with
+    another size (an earlier copy that lost its data), or a file replaced
+    between hashing and linking (the linked inode is checked).
+    """
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        hasher = hashlib.sha256()
+        while chunk := os.read(fd, CHUNK):
+            hasher.update(chunk)
+    finally:
+        os.close(fd)
+    digest = hasher.hexdigest()
+
+    final = store.path_of(digest)
+    try:
+        _link_new(path, final)
+    except FileExistsError:
+        if os.stat(final).st_size == info.st_size:
+            return BlobInfo(digest, info.st_size)
+        return store.put_path(path, link=True, sync=False)
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        return store.put_path(path, link=False, sync=False)
+    if os.stat(final).st_ino != info.st_ino:
+        os.unlink(final)
+        return store.put_path(path, link=True, sync=False)
+    return BlobInfo(digest, info.st_size)
+
+
+def _link_new(path: str, final: Path) -> None:
+    try:
+        os.link(path, final)
+    except FileNotFoundError:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, final)
 
 
 # -- comparing --------------------------------------------------------------

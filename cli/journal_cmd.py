@@ -263,12 +263,16 @@ def _details(data: dict[str, Any]) -> str:
             continue
         if isinstance(value, dict) and "kind" in value:
             value = _image(value)
-        elif isinstance(value, str) and len(value) == 64:
+        elif isinstance(value, str) and _is_digest(value):
             value = value[:12]
         elif key == "state":
             value = f"<{len(value)} bytes>"
         parts.append(f"{key}={value}")
     return " ".join(parts)
+
+
+def _is_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _image(image: dict[str, Any]) -> str:

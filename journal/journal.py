@@ -505,9 +505,7 @@ class Journal:
     def _appended(self, events: Sequence[records.Event], size: int) -> list[int]:
         """Fold records that just became durable; maybe checkpoint."""
         first = self._next_seq
-        advance = self.state.advance
-        for number, event in enumerate(events):
-            advance(first + number, event)
+        self.state.advance_many(first, events)
         self._next_seq = first + len(events)
         self._since_checkpoint += len(events)
         self._bytes_since_checkpoint += size
@@ -544,9 +542,6 @@ class Journal:
             raise JournalUnwritableError(
                 self.path, f"an earlier write failed ({self._failed}); reopen it"
             )
-
-    def _has_records(self) -> bool:
-        return self._end > segments.HEADER_SIZE
 
     def _segment_full(self, adding: int) -> bool:
         """Whether ``adding`` bytes overflow the segment. The leading snapshot

@@ -760,9 +760,10 @@ def _undecodable(path: Path, offset: int, exc: Exception) -> CorruptRecordError:
 def _prepare_directory(directory: Path) -> None:
     """Create the journal directory and first segment when missing; remove
     temporary files an interrupted segment creation or pointer write left."""
-    if not directory.is_dir():
-        directory.mkdir(parents=True)
-        fsio.fsync_dir(directory.parent)
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for folder in reversed(missing):
+        folder.mkdir()
+        fsio.fsync_dir(folder.parent)
     leftovers = [
         entry.path
         for entry in os.scandir(directory)

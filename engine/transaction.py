@@ -183,10 +183,12 @@ class PlacementFailedError(RolledBackError):
         code = getattr(exc, "errno", None)
         name = errno.errorcode.get(code, "") if code else ""
         detail = f"{name} [Errno {code}] {getattr(exc, 'strerror', '')}" if code else str(exc)
+        where = getattr(exc, "filename", None) or planned.path
+        if getattr(exc, "filename2", None):
+            where = f"{where} -> {exc.filename2}"
         super().__init__(
             f"transaction {tx}: {planned.kind} {planned.path!r} failed: {detail.strip()}"
-            f" (at {getattr(exc, 'filename', None) or planned.path}); every change "
-            "was rolled back",
+            f" (at {where}); every change was rolled back",
             exc,
         )
         self.tx = tx
@@ -318,9 +320,12 @@ class Transaction:
         """Bytes and inodes the store's and the tree's filesystems receive.
 
         Linking and renaming write no data; only content crossing
-        filesystems is copied. Placing a stored blob counts as a copy, since
-        a blob already linked elsewhere is copied. Staging filesystems
-        receive nothing but must keep their margin.
+        filesystems is copied: a staged file on another filesystem than the
+        store is copied in, and placed by link from there when the store
+        shares the tree's filesystem. Placing a blob already linked
+        elsewhere copies it; that is counted only for operations whose
+        content is a blob (a rare case otherwise, left to the failure path).
+        Staging filesystems receive nothing but must keep their margin.
         """
         store_root, tree = self._store.root, self.tree
         store_fs, tree_fs = filesystem_id(store_root), filesystem_id(tree)
@@ -342,7 +347,7 @@ class Transaction:
                 staging_fs[parent] = filesystem_id(parent)
             if staging_fs[parent] != store_fs:
                 store.add(planned.post_bytes, entries or 1)
-            if staging_fs[parent] != tree_fs:
+            if staging_fs[parent] != tree_fs and store_fs != tree_fs:
                 into_tree.add(planned.post_bytes, entries or 1)
         return [store, into_tree, *(SpaceNeed(parent) for parent in staging_fs)]
 

@@ -4,11 +4,13 @@ Usage (the parent test builds the world in-process with ``build_world``)::
 
     python tests/txdriver.py run ROOT [--observe LOG]
     python tests/txdriver.py recover ROOT [--observe LOG]
+    python tests/txdriver.py apply ROOT SPEC.json
 
 ``run`` plans, prepares, applies and commits the transaction ``world_ops``
 describes (a pipeline step event is journaled between apply and commit, as
 the upgrade pipeline does); ``recover`` opens the deployment the way every
-command does (lock, journal, automatic recovery). With ``--observe``, every
+command does (lock, journal, automatic recovery); ``apply`` runs the
+transaction a JSON spec lists and exits with the code ``updock`` would. With ``--observe``, every
 write and sync that goes through ``journal.fsio`` is logged to LOG (one JSON
 object per line, with the file's device, inode and size), so a test can
 throw away what was never synced.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -155,10 +158,17 @@ def snapshot(tree: Path) -> dict[str, tuple]:
 
 
 class LogObserver:
-    """Logs every durability call to a file, flushed at once (SIGKILL-proof)."""
+    """Logs every durability call to a file, flushed at once (SIGKILL-proof).
+
+    At each fsync it also keeps a copy of the file's content as synced, in
+    ``<log>.synced/<dev>-<ino>``, so a test can put a file written again
+    afterwards (a journal segment) back to its synced state.
+    """
 
     def __init__(self, log: Path) -> None:
         self._fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._synced = Path(f"{log}.synced")
+        self._synced.mkdir(exist_ok=True)
 
     def _log(self, event: str, path: Path) -> None:
         try:
@@ -173,6 +183,8 @@ class LogObserver:
         self._log("write", path)
 
     def on_fsync(self, path: Path) -> None:
+        info = os.stat(path)
+        shutil.copyfile(path, self._synced / f"{info.st_dev}-{info.st_ino}")
         self._log("fsync", path)
 
     def on_fsync_dir(self, path: Path) -> None:
@@ -190,6 +202,7 @@ def run(root: Path) -> None:
     state = root / ".updock"
     with WriterLock(state / "lock"), Journal.open(state / "journal") as journal:
         store = BlobStore(state / "blobs")
+        _note_staged_writes(root)
         tx = Transaction.begin(journal, store, tree_of(root), kind="upgrade",
                                from_version="1.0", to_version="2.0", strategy="patch")
         tx.plan(world_ops(root))
@@ -200,6 +213,65 @@ def run(root: Path) -> None:
         tx.commit(version="2.0")
 
 
+def apply_spec(root: Path, spec_path: Path) -> int:
+    """Run the transaction a JSON spec describes; return the exit code the
+    ``updock`` command maps its error to (0 when committed).
+
+    The spec: ``{"ops": [[kind, path, {keyword arguments}], ...],
+    "fill_after_prepare": {"path": P, "leave": BYTES}}``; the second key,
+    optional, fills P's filesystem once the transaction is prepared.
+    """
+    from cli.errors import describe
+    from engine.transaction import Transaction
+    from journal import Journal
+
+    spec = json.loads(spec_path.read_text())
+    state = root / ".updock"
+    with Journal.open(state / "journal") as journal:
+        store = BlobStore(state / "blobs")
+        try:
+            tx = Transaction.begin(journal, store, tree_of(root))
+            tx.plan([_spec_op(kind, path, kwargs) for kind, path, kwargs in spec["ops"]])
+            tx.check_space()
+            tx.prepare()
+            if "fill_after_prepare" in spec:
+                _fill(Path(spec["fill_after_prepare"]["path"]),
+                      spec["fill_after_prepare"]["leave"])
+            tx.apply()
+            tx.commit()
+        except Exception as exc:  # noqa: BLE001 - mapped as the command does
+            code, message = describe(exc)
+            print(message, file=sys.stderr)
+            return code
+    return 0
+
+
+def _spec_op(kind: str, path: str, kwargs: dict) -> Op:
+    if "source" in kwargs:
+        kwargs = {**kwargs, "source": Path(kwargs["source"])}
+    return getattr(Op, kind)(path, **kwargs)
+
+
+def _fill(path: Path, leave: int) -> None:
+    """Fill the filesystem of ``path`` until ``leave`` bytes remain free."""
+    info = os.statvfs(path.parent)
+    size = max(0, info.f_bavail * info.f_frsize - leave)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
+def _note_staged_writes(root: Path) -> None:
+    """The package was just extracted: its files are written, not synced."""
+    from journal import fsio
+
+    for folder, _dirs, files in os.walk(staging_of(root)):
+        for name in files:
+            fsio.note_write(Path(folder) / name)
+
+
 def recover(root: Path) -> None:
     from cli.session import open_deployment
 
@@ -207,14 +279,17 @@ def recover(root: Path) -> None:
         pass
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     command, root = argv[0], Path(argv[1])
+    if command == "apply":
+        return apply_spec(root, Path(argv[2]))
     if "--observe" in argv:
         from journal import fsio
 
         fsio.set_observer(LogObserver(Path(argv[argv.index("--observe") + 1])))
     {"run": run, "recover": recover}[command](root)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

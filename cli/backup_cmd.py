@@ -72,19 +72,22 @@ def list_backups(*, root: Path = Path("."), json: bool = False) -> int:
         sorted(state.backups.values(), key=lambda b: b.created_at), start=1
     ):
         path = config.root / info.path
-        rows.append({
-            "id": number,
-            "backup_id": info.backup_id,
-            "backup_type": "PreUpgrade" if info.kind == "pre-upgrade" else "Manual",
-            "created_at": datetime.fromtimestamp(info.created_at, timezone.utc)
-            .strftime("%Y-%m-%d %H:%M:%S"),
-            "service_version": info.version,
-            "file_path": str(path),
-            "file_size": info.size,
-            "file_exists": path.is_file(),
-            "sha256": info.sha256,
-            "files": info.files,
-        })
+        rows.append(
+            {
+                "id": number,
+                "backup_id": info.backup_id,
+                "backup_type": "PreUpgrade" if info.kind == "pre-upgrade" else "Manual",
+                "created_at": datetime.fromtimestamp(
+                    info.created_at, timezone.utc
+                ).strftime("%Y-%m-%d %H:%M:%S"),
+                "service_version": info.version,
+                "file_path": str(path),
+                "file_size": info.size,
+                "file_exists": path.is_file(),
+                "sha256": info.sha256,
+                "files": info.files,
+            }
+        )
     if json:
         doc = {"success": True, "error": None, "backups": rows}
         print(msgspec.json.encode(doc).decode())
@@ -137,7 +140,11 @@ def restore(
     with open_deployment(root, services=_hook(no_services)) as session:
         services = Services(session.root, session.config, session.journal, no_services)
         result = restore_backup(
-            session.config, session.journal, session.store, services, backup_id,
+            session.config,
+            session.journal,
+            session.store,
+            services,
+            backup_id,
             with_data=data,
         )
     _out.print(

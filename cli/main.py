@@ -42,8 +42,9 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
-        format="%(levelname)s %(message)s" if not verbose else
-        "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(levelname)s %(message)s"
+        if not verbose
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("httpx", "httpcore", "urllib3", "docker"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -76,7 +76,10 @@ class PlainRenderer:
             self._line(f"{title}: FAILED after {event.seconds:.2f}s: {event.detail}")
         elif event.kind == "bytes":
             now = time.monotonic()
-            if now - self._last.get(event.step, 0.0) >= 5.0 or event.done == event.total:
+            if (
+                now - self._last.get(event.step, 0.0) >= 5.0
+                or event.done == event.total
+            ):
                 self._last[event.step] = now
                 total = f"/{event.total}" if event.total else ""
                 self._line(f"{title}: {event.done}{total} {event.unit}")

@@ -44,9 +44,9 @@ def _services_hook(no_services: bool):
 
 
 @contextmanager
-def _state_for_reading(root: Path, no_services: bool) -> Iterator[
-    tuple[DeploymentConfig, State]
-]:
+def _state_for_reading(
+    root: Path, no_services: bool
+) -> Iterator[tuple[DeploymentConfig, State]]:
     """The deployment's config and journal state, recovering first only when
     a crash left something unfinished (so a plain check takes no lock and
     writes nothing)."""
@@ -187,19 +187,32 @@ def apply(
     """
     if check:
         return check_command(
-            root=root, manifest=manifest, strategy=strategy,
-            allow_downgrade=allow_downgrade, arch=arch, json=json,
+            root=root,
+            manifest=manifest,
+            strategy=strategy,
+            allow_downgrade=allow_downgrade,
+            arch=arch,
+            json=json,
         )
     options = UpgradeOptions(
-        manifest=manifest, strategy=strategy, dry_run=dry_run, force=force,
-        allow_downgrade=allow_downgrade, no_services=no_services, arch=arch,
+        manifest=manifest,
+        strategy=strategy,
+        dry_run=dry_run,
+        force=force,
+        allow_downgrade=allow_downgrade,
+        no_services=no_services,
+        arch=arch,
     )
     renderer = make_renderer(json)
     try:
         if dry_run:
-            result = _read_only(root, options, lambda config, state: dry_run_upgrade(
-                config, state, options, progress=renderer
-            ))
+            result = _read_only(
+                root,
+                options,
+                lambda config, state: dry_run_upgrade(
+                    config, state, options, progress=renderer
+                ),
+            )
         elif not yes and (json or not sys.stdin.isatty()):
             result = _read_only(root, options, _refuse_unless_up_to_date(options, json))
         else:
@@ -208,17 +221,29 @@ def apply(
         renderer.close()
         if isinstance(renderer, JsonRenderer):
             code = exit_code_for(exc)
-            renderer.emit({"event": "result", "outcome": "failed", "exit_code": code,
-                           "error": str(exc)})
+            renderer.emit(
+                {
+                    "event": "result",
+                    "outcome": "failed",
+                    "exit_code": code,
+                    "error": str(exc),
+                }
+            )
         raise
     renderer.close()
 
     if isinstance(renderer, JsonRenderer):
-        renderer.emit({
-            "event": "result", "outcome": result.outcome, "exit_code": 0,
-            "tx": result.tx, "backup": result.backup_id, "seconds": result.seconds,
-            **result.plan.summary(),
-        })
+        renderer.emit(
+            {
+                "event": "result",
+                "outcome": result.outcome,
+                "exit_code": 0,
+                "tx": result.tx,
+                "backup": result.backup_id,
+                "seconds": result.seconds,
+                **result.plan.summary(),
+            }
+        )
     elif result.outcome == "up-to-date":
         _err.print(f"{result.plan.target} is installed: nothing to do")
     elif result.outcome == "dry-run":
@@ -258,6 +283,7 @@ def _refuse_unless_up_to_date(options: UpgradeOptions, as_json: bool):
 
 def _run_apply(root: Path, options: UpgradeOptions, renderer, confirm):
     with open_deployment(root, services=_services_hook(options.no_services)) as session:
+
         def confirm_with_plan(plan: UpgradePlan) -> bool:
             if not isinstance(renderer, JsonRenderer):
                 renderer.pause()
@@ -265,14 +291,20 @@ def _run_apply(root: Path, options: UpgradeOptions, renderer, confirm):
             return confirm(plan)
 
         return apply_upgrade(
-            session.config, session.journal, session.store, options,
-            confirm=confirm_with_plan, progress=renderer,
+            session.config,
+            session.journal,
+            session.store,
+            options,
+            confirm=confirm_with_plan,
+            progress=renderer,
         )
 
 
 @upgrade_app.command(name="rollback")
 def rollback(
-    *, root: Path = Path("."), yes: Annotated[bool, Parameter(name=["--yes", "-y"])] = False,
+    *,
+    root: Path = Path("."),
+    yes: Annotated[bool, Parameter(name=["--yes", "-y"])] = False,
     no_services: bool = False,
 ) -> int:
     """Undo the last committed upgrade, as a new transaction.
@@ -316,8 +348,11 @@ def rollback(
 
         try:
             outcome = undo_last_commit(
-                session.journal, session.store, session.tree,
-                before_apply=stop, after_apply=start,
+                session.journal,
+                session.store,
+                session.tree,
+                before_apply=stop,
+                after_apply=start,
             )
         except RolledBackError:
             services.start(None)

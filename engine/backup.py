@@ -152,7 +152,9 @@ def create_backup(
     crashpoint("backup.renamed")
 
     backup_id = name.removesuffix(".tar.gz")
-    result = BackupResult(backup_id, final, writer.digest.hexdigest(), writer.size, files)
+    result = BackupResult(
+        backup_id, final, writer.digest.hexdigest(), writer.size, files
+    )
     event = BackupCreated(
         at=time.time(),
         tx=tx,
@@ -209,5 +211,7 @@ def restore_ops(
         if entry.is_dir() and not entry.is_symlink():
             ops.append(Op.replace_dir(name, source=entry))
         elif entry.is_file():
-            ops.append(Op.put_file(name, source=entry, mode=entry.stat().st_mode & 0o7777))
+            ops.append(
+                Op.put_file(name, source=entry, mode=entry.stat().st_mode & 0o7777)
+            )
     return ops

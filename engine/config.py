@@ -121,11 +121,15 @@ def load_config(root: Path) -> DeploymentConfig:
     updates = doc.get("updates", {})
     project_dir = _resolve(root, updates.get("project_dir"), Path("docker"))
     if project_dir.is_absolute() or ".." in project_dir.parts or not project_dir.parts:
-        raise ConfigError(path, "[updates] project_dir must be a folder inside the root")
+        raise ConfigError(
+            path, "[updates] project_dir must be a folder inside the root"
+        )
 
     compose = docker.get("compose_file")
     user_data = updates.get("user_data", list(DEFAULT_USER_DATA))
-    if not isinstance(user_data, list) or not all(isinstance(x, str) for x in user_data):
+    if not isinstance(user_data, list) or not all(
+        isinstance(x, str) for x in user_data
+    ):
         raise ConfigError(path, "[updates] user_data must be a list of folder names")
     return DeploymentConfig(
         root=root,
@@ -133,9 +137,13 @@ def load_config(root: Path) -> DeploymentConfig:
         compose_file=_resolve(root, compose, project_dir / "docker-compose.yml"),
         project_name=_str_or_none(path, docker, "project_name"),
         project_dir=project_dir,
-        backup_dir=_resolve(root, doc.get("backup", {}).get("storage_dir"), Path("backups")),
+        backup_dir=_resolve(
+            root, doc.get("backup", {}).get("storage_dir"), Path("backups")
+        ),
         download_dir=_resolve(
-            root, doc.get("cache", {}).get("download_dir"), Path("cacheDuckData/download")
+            root,
+            doc.get("cache", {}).get("download_dir"),
+            Path("cacheDuckData/download"),
         ),
         manifest_url=_str_or_none(path, updates, "manifest_url"),
         user_data=tuple(user_data),

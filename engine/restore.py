@@ -74,9 +74,13 @@ def restore_backup(
     remove_stale_staging(config)
 
     tx = Transaction.begin(
-        journal, store, config.tree, kind="restore",
+        journal,
+        store,
+        config.tree,
+        kind="restore",
         from_version=journal.state.deployed_version or config.version,
-        to_version=info.version, strategy="backup",
+        to_version=info.version,
+        strategy="backup",
     )
     staging = config.state_dir / "staging" / tx.id
     staging.parent.mkdir(parents=True, exist_ok=True)

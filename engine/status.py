@@ -6,18 +6,23 @@ transaction changed, the last post-image is what should be on disk (a tree
 post-image expands to every entry of its listing). A path that differs was
 changed by hand (or by something else) since; it is listed, never touched.
 Files updock never installed are not judged.
+
+While another command holds the deployment's lock, its transaction is in
+progress rather than awaiting recovery: the report names the holder's pid
+and judges no drift, since files are changing under it.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import DeploymentConfig
 from engine.placement import DIFFERENT, MODE_ONLY, Workspace, compare
-from engine.recovery import intents_of
+from engine.recovery import RecoveryOutcome, intents_of
 from journal import BlobError, BlobStore, Journal, State
 from journal.records import ABSENT, TREE, ImageRef
 from journal.state import COMMITTED
@@ -41,13 +46,19 @@ class StatusReport:
     backups: list[dict]
     drift: list[Drift] = field(default_factory=list)
     drift_checked: int = 0
+    recovered_now: list[dict] = field(default_factory=list)
+    busy_pid: int | None = None
+    busy: bool = False
 
     def to_builtins(self) -> dict:
         return {
             "version": self.version,
             "version_source": self.version_source,
             "last_transaction": self.last_tx,
-            "pending_recovery": self.pending,
+            "pending_recovery": [] if self.busy else self.pending,
+            "in_progress": self.pending if self.busy else [],
+            "lock_holder_pid": self.busy_pid,
+            "recovered_now": self.recovered_now,
             "last_recovery": self.last_recovery,
             "backups": self.backups,
             "drift": [{"path": d.path, "problem": d.problem} for d in self.drift],
@@ -56,9 +67,24 @@ class StatusReport:
 
 
 def build_status(
-    config: DeploymentConfig, journal: Journal | None, store: BlobStore | None
+    config: DeploymentConfig,
+    journal: Journal | None,
+    store: BlobStore | None,
+    *,
+    recovered: Iterable[RecoveryOutcome] = (),
+    busy: bool = False,
+    busy_pid: int | None = None,
 ) -> StatusReport:
-    """Gather the status of a deployment (``journal`` None: never upgraded)."""
+    """Gather the status of a deployment.
+
+    Args:
+        config: the deployment.
+        journal: its journal; None when updock never changed it.
+        store: its blob store; None skips the drift check.
+        recovered: what this command's own recovery just did.
+        busy: another command holds the lock (``busy_pid``, when known):
+            unfinished transactions are in progress, and drift is not judged.
+    """
     state = journal.state if journal is not None else State()
     version = state.deployed_version or config.version
     source = "journal" if state.deployed_version else "config.toml"
@@ -69,8 +95,19 @@ def build_status(
         pending=[_tx_summary(tx) for tx in state.unfinished()],
         last_recovery=_recovery(state),
         backups=_backups(config, state),
+        recovered_now=[
+            {
+                "tx": o.tx,
+                "kind": o.kind,
+                "direction": o.direction,
+                "summary": o.describe(),
+            }
+            for o in recovered
+        ],
+        busy_pid=busy_pid,
+        busy=busy,
     )
-    if journal is not None and store is not None:
+    if journal is not None and store is not None and not busy:
         expected = installed_images(journal)
         report.drift_checked = len(expected)
         report.drift = find_drift(config.tree, store, expected)
@@ -114,17 +151,19 @@ def _backups(config: DeploymentConfig, state: State) -> list[dict]:
     rows = []
     for info in sorted(state.backups.values(), key=lambda b: b.created_at):
         path = config.root / info.path
-        rows.append({
-            "id": info.backup_id,
-            "kind": info.kind,
-            "version": info.version,
-            "created": _iso(info.created_at),
-            "path": info.path,
-            "size": info.size,
-            "files": info.files,
-            "sha256": info.sha256,
-            "present": path.is_file() and path.stat().st_size == info.size,
-        })
+        rows.append(
+            {
+                "id": info.backup_id,
+                "kind": info.kind,
+                "version": info.version,
+                "created": _iso(info.created_at),
+                "path": info.path,
+                "size": info.size,
+                "files": info.files,
+                "sha256": info.sha256,
+                "present": path.is_file() and path.stat().st_size == info.size,
+            }
+        )
     return rows
 
 

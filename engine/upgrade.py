@@ -48,6 +48,7 @@ from engine.extract import (
     op_relpath,
     stage_package,
 )
+from engine.health import GateResult
 from engine.manifest import (
     Manifest,
     check_freshness,
@@ -57,7 +58,6 @@ from engine.manifest import (
 )
 from engine.ops import Op
 from engine.progress import Progress, ProgressEvent
-from engine.health import GateResult
 from engine.services import Services
 from engine.space import SpaceNeed, check_free_space
 from engine.transaction import Transaction
@@ -211,7 +211,9 @@ def _check(config: DeploymentConfig, state: State, options: UpgradeOptions) -> _
         allow_downgrade=options.allow_downgrade,
         tree_present=tree_present,
     )
-    return _Checked(manifest, decision, _describe(config, manifest, decision, arch, key))
+    return _Checked(
+        manifest, decision, _describe(config, manifest, decision, arch, key)
+    )
 
 
 def _compose_present(config: DeploymentConfig) -> bool:
@@ -427,7 +429,9 @@ def to_ops(plan: patchplan.Plan, staging_root: Path) -> list[Op]:
     for change in plan.changes:
         source = staging_root / change.source if change.source is not None else None
         if change.kind == "put_file":
-            ops.append(Op.put_file(change.path, source=source, mode=change.mode or 0o644))
+            ops.append(
+                Op.put_file(change.path, source=source, mode=change.mode or 0o644)
+            )
         elif change.kind == "replace_dir":
             ops.append(Op.replace_dir(change.path, source=source))
         elif change.kind == "delete_file":
@@ -447,7 +451,9 @@ def _step(progress: Progress, step: str, detail: str = "") -> Iterator[None]:
         yield
     except BaseException as exc:
         progress(
-            ProgressEvent("step_failed", step, str(exc), seconds=time.monotonic() - started)
+            ProgressEvent(
+                "step_failed", step, str(exc), seconds=time.monotonic() - started
+            )
         )
         raise
     progress(ProgressEvent("step_finished", step, seconds=time.monotonic() - started))
@@ -496,11 +502,17 @@ class _Run:
         fetched = _download(
             self.config, self.checked, self.options, self._cache_dir(), self.progress
         )
-        self.journal.append(DownloadVerified(
-            at=time.time(), tx=tx.id, url=self.checked.decision.package.url,
-            sha256=fetched.sha256, size=fetched.size, seconds=fetched.seconds,
-            resumed_from=fetched.resumed_from,
-        ))
+        self.journal.append(
+            DownloadVerified(
+                at=time.time(),
+                tx=tx.id,
+                url=self.checked.decision.package.url,
+                sha256=fetched.sha256,
+                size=fetched.size,
+                seconds=fetched.seconds,
+                resumed_from=fetched.resumed_from,
+            )
+        )
         crashpoint("upgrade.downloaded")
 
         with _step(self.progress, "stage"):
@@ -511,14 +523,22 @@ class _Run:
             for skipped in plan.skipped:
                 logger.warning("skipped %s: %s", skipped.path, skipped.reason)
             tx.check_space()
-        self.journal.append(ManifestAccepted(
-            at=time.time(), tx=tx.id, version=self.checked.plan.target,
-            url=self.checked.manifest.source, signed=self.checked.plan.signed,
-        ))
+        self.journal.append(
+            ManifestAccepted(
+                at=time.time(),
+                tx=tx.id,
+                version=self.checked.plan.target,
+                url=self.checked.manifest.source,
+                signed=self.checked.plan.signed,
+            )
+        )
 
         with _step(self.progress, "backup"):
             result, event = create_backup(
-                self.config, "pre-upgrade", self.checked.plan.current or "0.0.0.0", tx.id
+                self.config,
+                "pre-upgrade",
+                self.checked.plan.current or "0.0.0.0",
+                tx.id,
             )
             self.journal.append(event)
             self.backup_id = result.backup_id
@@ -538,10 +558,16 @@ class _Run:
         staged = stage_package(fetched.path, target)
         self.staged_root = staged.root
         plan = _plan_changes(self.config, self.checked, staged)
-        self.journal.append(PackageStaged(
-            at=time.time(), tx=self.tx.id, path=str(target), files=len(staged.files),
-            size=staged.total_bytes, seconds=time.monotonic() - started,
-        ))
+        self.journal.append(
+            PackageStaged(
+                at=time.time(),
+                tx=self.tx.id,
+                path=str(target),
+                files=len(staged.files),
+                size=staged.total_bytes,
+                seconds=time.monotonic() - started,
+            )
+        )
         crashpoint("upgrade.staged")
         return staged, plan
 
@@ -574,7 +600,9 @@ class _Run:
             self.services.cleanup_images(tx.id)
             shutil.rmtree(self.staging / tx.id, ignore_errors=True)
         logger.info(
-            "upgrade %s committed: %s -> %s", tx.id, self.checked.plan.current,
+            "upgrade %s committed: %s -> %s",
+            tx.id,
+            self.checked.plan.current,
             self.checked.plan.target,
         )
 

@@ -18,11 +18,14 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.release import BuiltRelease, build_release
+from journal import BlobStore
+from journal.verify import verify_journal
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo"
@@ -140,7 +143,9 @@ def _entry(path: Path) -> tuple:
 
 def differences(found: dict, expected: dict, limit: int = 12) -> list[str]:
     """The paths where two snapshots differ, with both sides, for messages."""
-    keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+    keys = sorted(
+        k for k in found.keys() | expected.keys() if found.get(k) != expected.get(k)
+    )
     return [f"{k}: {found.get(k)} != {expected.get(k)}" for k in keys[:limit]]
 
 
@@ -177,8 +182,7 @@ def make_deployment(
         f'[versions]\ndocker_service = "{version}"\n\n'
         '[docker]\ncompose_file = "./docker/docker-compose.yml"\n\n'
         '[backup]\nstorage_dir = "./backups"\n\n'
-        '[cache]\ndownload_dir = "./cacheDuckData/download"\n'
-        + extra_config,
+        '[cache]\ndownload_dir = "./cacheDuckData/download"\n' + extra_config,
         encoding="utf-8",
     )
     return root
@@ -194,7 +198,9 @@ def make_demo_deployment(root: Path) -> Path:
 
 def build_demo_release(out: Path, base_url: str | None = None) -> BuiltRelease:
     """The demo's 1.1.0 release (patch from 1.0.0 and full package)."""
-    return build_release(DEMO / "v1", DEMO / "v2", "1.1.0", "1.0.0", out, base_url=base_url)
+    return build_release(
+        DEMO / "v1", DEMO / "v2", "1.1.0", "1.0.0", out, base_url=base_url
+    )
 
 
 def demo_release_tree(tmp: Path) -> Path:
@@ -238,3 +244,51 @@ def in_parallel(function: Callable, items: list) -> list:
     mostly waits for its child processes)."""
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(function, range(len(items)), items))
+
+
+def wait_for(condition: Callable[[], object], what: str, deadline: float = 60.0):
+    """Poll ``condition`` until it returns something true and return that;
+    fail naming ``what`` once ``deadline`` seconds have passed."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def serve_demo_release(server, folder: Path, behaviour: str = "normal") -> BuiltRelease:
+    """Build the demo release with package URLs on ``server`` (a running
+    ``httpserver.MisbehavingServer``) and put its packages there; the
+    manifest stays a local file. ``behaviour`` applies to the first request.
+    """
+    release = build_demo_release(folder, base_url=server.url(""))
+    server.files = {
+        p.name: p.read_bytes() for p in (release.full_path, release.patch_path)
+    }
+    server.behaviour, server.times = behaviour, 1
+    return release
+
+
+# -- crash points ----------------------------------------------------------------
+
+
+def position(steps: list[str], target: str) -> int:
+    """Where ``name#N`` falls in a list of the steps a run passed."""
+    name, _, nth = target.partition("#")
+    hits = [index for index, step in enumerate(steps) if step == name]
+    return hits[int(nth or 1) - 1]
+
+
+def decision_point(steps: list[str]) -> int:
+    """The write of the ``CommitDecided`` record: a kill from there on finds
+    the decision in the journal (a killed process loses no written bytes)."""
+    decided = steps.index("tx.decided")
+    return max(i for i in range(decided) if steps[i] == "journal.append.after_write")
+
+
+def verify_deployment_journal(root: Path) -> None:
+    """``journal verify``'s whole check (records, checkpoint, every blob),
+    run in the test's own process to keep crash loops fast."""
+    state = Path(root) / ".updock"
+    verify_journal(state / "journal", BlobStore(state / "blobs"))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from deploykit import (
     DEMO_NEW,
     DEMO_OLD,
     build_demo_release,
+    decision_point,
     demo_release_tree,
     differences,
     explain,
@@ -41,16 +41,17 @@ from deploykit import (
     json_lines,
     killed,
     make_demo_deployment,
+    position,
     snapshot,
     spawn,
     updock,
+    verify_deployment_journal,
+    wait_for,
 )
 from httpserver import MisbehavingServer
 
 from cli import exitcodes
 from engine.release import build_release
-from journal import BlobStore
-from journal.verify import verify_journal
 
 JOURNAL_STRIDE = 3
 PIPELINE_STEPS = {
@@ -77,8 +78,10 @@ def world(tmp_path_factory):
     probe = make_demo_deployment(base / "probe")
     old = snapshot(probe / "docker")
     log = base / "steps.log"
-    result = updock(*apply_args(probe, release.manifest_path, "patch"),
-                    env={"UPDOCK_CRASH_LOG": str(log)})
+    result = updock(
+        *apply_args(probe, release.manifest_path, "patch"),
+        env={"UPDOCK_CRASH_LOG": str(log)},
+    )
     assert result.returncode == exitcodes.OK, explain(result)
     new = snapshot(demo_release_tree(base))
     assert snapshot(probe / "docker") == new
@@ -92,8 +95,16 @@ def world(tmp_path_factory):
 
 def apply_args(root: Path, manifest: Path, strategy: str = "auto") -> list[str]:
     return [
-        "upgrade", "apply", "--root", str(root), "--manifest", str(manifest),
-        "--strategy", strategy, "--yes", "--no-services",
+        "upgrade",
+        "apply",
+        "--root",
+        str(root),
+        "--manifest",
+        str(manifest),
+        "--strategy",
+        strategy,
+        "--yes",
+        "--no-services",
     ]
 
 
@@ -110,19 +121,6 @@ def targets(steps: list[str]) -> list[str]:
             hits = sorted(set(hits[::JOURNAL_STRIDE]) | {count, boundary})
         chosen += [f"{name}#{n}" for n in hits]
     return chosen
-
-
-def position(steps: list[str], target: str) -> int:
-    name, _, nth = target.partition("#")
-    hits = [i for i, step in enumerate(steps) if step == name]
-    return hits[int(nth or 1) - 1]
-
-
-def decision_point(steps: list[str]) -> int:
-    """The write of the ``CommitDecided`` record: a kill from there on finds
-    the decision in the journal (a killed process loses no written bytes)."""
-    decided = steps.index("tx.decided")
-    return max(i for i in range(decided) if steps[i] == "journal.append.after_write")
 
 
 def status_json(root: Path) -> dict:
@@ -179,7 +177,7 @@ def recover_and_check(root: Path, world: dict, expected: str, what: str) -> None
     config = (root / "config.toml").read_text()
     assert f'docker_service = "{version}"' in config, f"{what}: {config}"
     check_backups(root)
-    verify_journal(root / ".updock" / "journal", BlobStore(root / ".updock" / "blobs"))
+    verify_deployment_journal(root)
 
     again = updock(*apply_args(root, world["manifest"]))
     assert again.returncode == exitcodes.OK, f"{what}: next run: {explain(again)}"
@@ -195,8 +193,10 @@ def test_upgrade_killed_at_every_step_recovers_old_or_new(world, tmp_path):
 
     def one(index: int, target: str) -> str:
         root = make_demo_deployment(tmp_path / f"case{index}")
-        crashed = updock(*apply_args(root, world["manifest"], "patch"),
-                         env={"UPDOCK_CRASH_AT": target})
+        crashed = updock(
+            *apply_args(root, world["manifest"], "patch"),
+            env={"UPDOCK_CRASH_AT": target},
+        )
         assert killed(crashed), f"did not die at {target}: {explain(crashed)}"
         expected = "new" if position(steps, target) >= decided else "old"
         recover_and_check(root, world, expected, f"killed at {target}")
@@ -221,8 +221,10 @@ def test_full_upgrade_killed_at_steps_recovers_old_or_new(world, tmp_path):
 
     def one(index: int, target: str) -> None:
         root = make_demo_deployment(tmp_path / f"case{index}")
-        crashed = updock(*apply_args(root, world["manifest"], "full"),
-                         env={"UPDOCK_CRASH_AT": target})
+        crashed = updock(
+            *apply_args(root, world["manifest"], "full"),
+            env={"UPDOCK_CRASH_AT": target},
+        )
         assert killed(crashed), f"did not die at {target}: {explain(crashed)}"
         what = f"full upgrade killed at {target}"
         recover_and_check(root, world, FULL_TARGETS[target], what)
@@ -245,23 +247,16 @@ def big_release(tmp_path):
     return new_tree
 
 
-def wait_for(condition, what: str, deadline: float = 60.0):
-    """Poll ``condition`` until it returns something true; fail naming ``what``."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_upgrade_killed_during_download_resumes_next_run(big_release, tmp_path):
     root = make_demo_deployment(tmp_path / "deployment")
     old = snapshot(root / "docker")
     with MisbehavingServer() as server:
         release = build_release(
-            DEMO / "v1", big_release, "1.1.0", "1.0.0", tmp_path / "release",
+            DEMO / "v1",
+            big_release,
+            "1.1.0",
+            "1.0.0",
+            tmp_path / "release",
             base_url=server.url(""),
         )
         server.files = {
@@ -273,8 +268,13 @@ def test_upgrade_killed_during_download_resumes_next_run(big_release, tmp_path):
         try:
             part = wait_for(
                 lambda: next(
-                    (p for p in (root / "cacheDuckData").rglob("*.part")
-                     if p.stat().st_size > 0), None),
+                    (
+                        p
+                        for p in (root / "cacheDuckData").rglob("*.part")
+                        if p.stat().st_size > 0
+                    ),
+                    None,
+                ),
                 "a partial download on disk",
             )
             child.send_signal(signal.SIGKILL)

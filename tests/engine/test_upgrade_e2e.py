@@ -99,8 +99,17 @@ def deployment(tmp_path, release_trees):
 def apply(root, manifest, *extra: str) -> dict:
     """``upgrade apply --json``; returns the final result object."""
     result = updock(
-        "upgrade", "apply", "--root", str(root), "--manifest", str(manifest),
-        "--yes", "--no-services", "--json", *extra, timeout=300,
+        "upgrade",
+        "apply",
+        "--root",
+        str(root),
+        "--manifest",
+        str(manifest),
+        "--yes",
+        "--no-services",
+        "--json",
+        *extra,
+        timeout=300,
     )
     assert result.returncode == exitcodes.OK, explain(result)
     lines = json_lines(result.stdout)
@@ -110,7 +119,9 @@ def apply(root, manifest, *extra: str) -> dict:
 
 
 def rollback(root) -> None:
-    result = updock("upgrade", "rollback", "--root", str(root), "--yes", "--no-services")
+    result = updock(
+        "upgrade", "rollback", "--root", str(root), "--yes", "--no-services"
+    )
     assert result.returncode == exitcodes.OK, explain(result)
 
 

@@ -67,9 +67,9 @@ class Session:
     def recover(self, services: ServicesHook | None = None) -> list[RecoveryOutcome]:
         """Recover unfinished transactions now; see ``engine.recovery``."""
         outcomes = recover(self.journal, self.store, self.tree, services)
-        for outcome in outcomes:
-            if outcome.version is not None and outcome.version != self.config.version:
-                record_version(self.config, outcome.version)
+        deployed = self.journal.state.deployed_version
+        if deployed is not None and deployed != self.config.version:
+            record_version(self.config, deployed)
         self.recovered.extend(outcomes)
         return outcomes
 

@@ -21,6 +21,7 @@ other step is killed at every hit. The demo example keeps each run small.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections import Counter
@@ -303,3 +304,48 @@ def test_upgrade_killed_during_download_resumes_next_run(big_release, tmp_path):
     assert found == expected, differences(found, expected)
     check_clean(root)
     check_backups(root)
+
+
+# -- a kill during ``upgrade rollback`` ------------------------------------------
+
+
+def test_rollback_killed_at_every_step_recovers_and_config_follows(world, tmp_path):
+    """The undo is a transaction too: killed anywhere, the next command
+    leaves the tree exactly upgraded or exactly undone, and ``config.toml``
+    names the version the journal says is deployed (also when the kill came
+    after the undo committed but before ``config.toml`` was written)."""
+    template = make_demo_deployment(tmp_path / "template")
+    upgraded = updock(*apply_args(template, world["manifest"]))
+    assert upgraded.returncode == exitcodes.OK, explain(upgraded)
+    log = tmp_path / "rollback.steps"
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe, symlinks=True)
+    undo = updock(*rollback_args(probe), env={"UPDOCK_CRASH_LOG": str(log)})
+    assert undo.returncode == exitcodes.OK, explain(undo)
+    steps = log.read_text().split()
+    decided = decision_point(steps)
+
+    def one(index: int, target: str) -> str:
+        root = tmp_path / f"case{index}"
+        shutil.copytree(template, root, symlinks=True)
+        crashed = updock(*rollback_args(root), env={"UPDOCK_CRASH_AT": target})
+        assert killed(crashed), f"did not die at {target}: {explain(crashed)}"
+        report = status_json(root)
+        assert report["pending_recovery"] == [], target
+        # Undone means the old tree is back: the rollback's "new" is "old".
+        expected = "old" if position(steps, target) >= decided else "new"
+        outcome = outcome_of(root, world)
+        assert outcome == expected, f"rollback killed at {target}: {outcome} tree"
+        version = DEMO_NEW if outcome == "new" else DEMO_OLD
+        assert report["version"] == version, target
+        config = (root / "config.toml").read_text()
+        assert f'docker_service = "{version}"' in config, f"{target}: {config}"
+        verify_deployment_journal(root)
+        return outcome
+
+    outcomes = in_parallel(one, targets(steps))
+    assert set(outcomes) == {"old", "new"}
+
+
+def rollback_args(root: Path) -> list[str]:
+    return ["upgrade", "rollback", "--root", str(root), "--yes", "--no-services"]

@@ -18,18 +18,20 @@ deletes such leftovers (the writer lock guarantees nobody is writing them).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import tarfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
 from engine.config import DeploymentConfig
-from engine.errors import BadInputError
+from engine.errors import BadInputError, IntegrityError
 from engine.ops import Op
 from journal import fsio
 from journal.crashpoints import crashpoint
@@ -39,6 +41,14 @@ logger = logging.getLogger(__name__)
 
 ROOT_PREFIX = ".updock-root"
 PARTIAL_SUFFIX = ".partial"
+
+
+class BackupUnreadableError(IntegrityError):
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"backup archive {path} cannot be restored: {problem}")
+        self.path = path
+        self.problem = problem
+        self.hint = "choose another backup ('updock backup list')"
 
 
 class BackupNotFoundError(BadInputError):
@@ -194,6 +204,35 @@ def verify_backup(config: DeploymentConfig, path: Path, sha256: str) -> bool:
     return digest.hexdigest() == sha256
 
 
+def unpack_backup(archive: Path, dest: Path) -> None:
+    """Unpack a backup archive into the new folder ``dest``.
+
+    Unlike a release package, a backup may hold symlinks (a configuration
+    file pointing at another, links inside the user data) and any permission
+    bits, and is restored as it was. tarfile's ``data`` filter still refuses
+    absolute names, ``..``, links leading outside ``dest`` and devices; the
+    archive's sha256 was checked against the journal before.
+
+    Raises:
+        BackupUnreadableError: the archive is damaged or holds an unsafe member.
+    """
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(dest, filter=_as_archived)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise BackupUnreadableError(archive, str(exc)) from exc
+
+
+def _as_archived(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """The ``data`` filter's safety checks, with the archived modes kept (the
+    filter would drop group and other write bits, setgid folders ...)."""
+    checked = tarfile.data_filter(member, dest)
+    if checked is None or not (member.isfile() or member.isdir()):
+        return checked
+    return checked.replace(mode=member.mode & 0o7777, deep=False)
+
+
 def restore_ops(
     staged_root: Path, user_data: tuple[str, ...], with_data: bool
 ) -> list[Op]:
@@ -208,7 +247,9 @@ def restore_ops(
         name = entry.name
         if name == ROOT_PREFIX or (name in user_data and not with_data):
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.is_symlink():
+            ops.append(Op.make_symlink(name, os.readlink(entry)))
+        elif entry.is_dir():
             ops.append(Op.replace_dir(name, source=entry))
         elif entry.is_file():
             ops.append(

@@ -1,9 +1,9 @@
 """Restoring a backup: a journaled, recoverable transaction like an upgrade.
 
 The archive is checked against the sha256 the journal recorded, unpacked
-with the same member checks as a package into a staging folder, and put in
-place by one transaction between a services stop and start. A failed health
-gate rolls the restore back.
+(symlinks and modes as archived, unsafe members refused) into a staging
+folder, and put in place by one transaction between a services stop and
+start. A failed health gate rolls the restore back.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.backup import BackupNotFoundError, restore_ops, verify_backup
+from engine.backup import (
+    BackupNotFoundError,
+    restore_ops,
+    unpack_backup,
+    verify_backup,
+)
 from engine.config import DeploymentConfig
 from engine.errors import IntegrityError, RolledBackError
-from engine.extract import stage_package
 from engine.services import Services
 from engine.transaction import Transaction
 from engine.upgrade import remove_stale_staging
@@ -85,8 +89,8 @@ def restore_backup(
     staging = config.state_dir / "staging" / tx.id
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
-        staged = stage_package(config.root / info.path, staging)
-        tx.plan(restore_ops(staged.root, config.user_data, with_data))
+        unpack_backup(config.root / info.path, staging)
+        tx.plan(restore_ops(staging, config.user_data, with_data))
         tx.check_space()
     except BaseException as exc:
         tx.abort(f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ recoverable transaction."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -215,6 +216,27 @@ def test_backup_restore_with_data_brings_back_everything(root):
     assert result.returncode == exitcodes.OK, explain(result)
     assert snapshot(root / "docker") == at_backup
     _check_restore_journaled(root)
+
+
+def test_backup_restore_keeps_symlinks_and_modes(root):
+    docker = root / "docker"
+    (docker / "config" / "current.conf").symlink_to("app.conf")
+    (docker / "data" / "shared").mkdir()
+    os.chmod(docker / "data" / "shared", 0o2775)
+    (docker / "data" / "shared" / "rows.csv").write_text("group-writable\n")
+    os.chmod(docker / "data" / "shared" / "rows.csv", 0o664)
+    (docker / "data" / "shared" / "latest").symlink_to("rows.csv")
+    assert create(root).returncode == exitcodes.OK
+    (row,) = listed(root)
+    at_backup = snapshot(docker)
+    _edit_deployment(root)
+    (docker / "config" / "current.conf").unlink()
+    shutil.rmtree(docker / "data" / "shared")
+
+    result = _restore(root, row["backup_id"], "--data")
+
+    assert result.returncode == exitcodes.OK, explain(result)
+    assert snapshot(docker) == at_backup
 
 
 def _check_restore_journaled(root: Path) -> None:

@@ -116,6 +116,8 @@ class RichRenderer:
         self._live = False
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "plan":
+            return  # printed as text by the command, before its question
         if not self._live:
             self._progress.start()
             self._live = True

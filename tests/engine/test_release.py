@@ -139,7 +139,8 @@ def test_release_build_real_trees_patch_and_full_reproduce_new_tree(
     apply_plan(plan_patch(staged, patch.operations), staged.root, tree)
     assert listing(tree) == listing(new)
 
-    decision = decide(current, manifest, "x86_64")
+    assert decide(current, manifest, "x86_64").action == "patch"
+    decision = decide(current, manifest, "x86_64", strategy="full")
     assert decision.action == "full"
     staged_full = fetch_and_stage(
         decision.package, manifest, key, tmp_path, "staged-full"

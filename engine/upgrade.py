@@ -41,7 +41,12 @@ from engine import patchplan, signing
 from engine.backup import create_backup
 from engine.config import DeploymentConfig, record_version
 from engine.download import Fetched, fetch_package
-from engine.errors import RefusedError, RollbackFailedError, RolledBackError
+from engine.errors import (
+    RefusedError,
+    RollbackFailedError,
+    RolledBackError,
+    ServicesError,
+)
 from engine.extract import (
     PatchContentError,
     check_patch_package,
@@ -597,8 +602,15 @@ class _Run:
             crashpoint("upgrade.config_recorded")
             tx.commit(version=self.checked.plan.target)
         with _step(self.progress, "cleanup"):
-            self.services.cleanup_images(tx.id)
             shutil.rmtree(self.staging / tx.id, ignore_errors=True)
+            try:
+                self.services.cleanup_images(tx.id)
+            except ServicesError as exc:
+                # The upgrade is committed: a tag left behind costs disk
+                # space, not correctness, and must not fail the command.
+                logger.warning(
+                    "upgrade %s committed, but its old image tags stay: %s", tx.id, exc
+                )
         logger.info(
             "upgrade %s committed: %s -> %s",
             tx.id,

@@ -35,8 +35,15 @@ from engine.paths import (
     parents_of,
 )
 from engine.placement import Staged
-from engine.trees import DIR, FILE, SYMLINK, UnsupportedFileTypeError, WalkedEntry
-from engine.trees import kind_of, walk
+from engine.trees import (
+    DIR,
+    FILE,
+    SYMLINK,
+    UnsupportedFileTypeError,
+    WalkedEntry,
+    kind_of,
+    walk,
+)
 from journal import BlobStore
 from journal.records import ABSENT, ImageRef, OpIntended
 
@@ -119,13 +126,19 @@ class Op:
 
     @classmethod
     def put_file(
-        cls, path: str, *, source: Path | None = None, blob: str | None = None,
+        cls,
+        path: str,
+        *,
+        source: Path | None = None,
+        blob: str | None = None,
         mode: int = 0o644,
     ) -> Op:
         """Create or replace a file with a staged file's or a blob's content."""
         if (source is None) == (blob is None):
             raise InvalidOpError(path, "put_file needs exactly one of source or blob")
-        return cls(PUT_FILE, path, _path_or_none(source), blob, _checked_mode(path, mode))
+        return cls(
+            PUT_FILE, path, _path_or_none(source), blob, _checked_mode(path, mode)
+        )
 
     @classmethod
     def replace_dir(
@@ -133,7 +146,9 @@ class Op:
     ) -> Op:
         """Replace a folder (or create one) with a whole staged or stored tree."""
         if (source is None) == (listing is None):
-            raise InvalidOpError(path, "replace_dir needs exactly one of source or listing")
+            raise InvalidOpError(
+                path, "replace_dir needs exactly one of source or listing"
+            )
         return cls(REPLACE_DIR, path, _path_or_none(source), listing)
 
     @classmethod
@@ -207,8 +222,13 @@ class PlannedOp:
 
     def record(self, tx: str, at: float) -> OpIntended:
         return OpIntended(
-            tx=tx, op=self.op, kind=self.kind, path=self.path,
-            pre=self.pre, post=self.post, at=at,
+            tx=tx,
+            op=self.op,
+            kind=self.kind,
+            path=self.path,
+            pre=self.pre,
+            post=self.post,
+            at=at,
         )
 
 
@@ -288,8 +308,13 @@ class _Planner:
         elif found == FILE and info is not None:
             planned.pre_bytes = info.st_size
         return {
-            PUT_FILE: FILE, REPLACE_DIR: DIR, DELETE_FILE: ABSENT, DELETE_TREE: ABSENT,
-            MAKE_DIR: DIR, SET_MODE: found, MAKE_SYMLINK: SYMLINK,
+            PUT_FILE: FILE,
+            REPLACE_DIR: DIR,
+            DELETE_FILE: ABSENT,
+            DELETE_TREE: ABSENT,
+            MAKE_DIR: DIR,
+            SET_MODE: found,
+            MAKE_SYMLINK: SYMLINK,
         }[kind]
 
     def _check_content(self, planned: PlannedOp) -> None:
@@ -310,7 +335,9 @@ class _Planner:
             return
         digest = planned.blob or ""
         if not self.store.has(digest):
-            raise MissingSourceError(planned.path, f"blob {digest}", "is not in the store")
+            raise MissingSourceError(
+                planned.path, f"blob {digest}", "is not in the store"
+            )
         if want == FILE:
             planned.post_bytes = self.store.size_of(digest)
         else:

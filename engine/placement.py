@@ -46,8 +46,16 @@ from typing import Literal, NamedTuple, Protocol
 
 from engine.errors import EngineError
 from engine.paths import SCRATCH_PREFIX
-from engine.trees import FILE, DIR, SYMLINK, build_tree, kind_of, remove_tree
-from engine.trees import same_content, tree_matches
+from engine.trees import (
+    DIR,
+    FILE,
+    SYMLINK,
+    build_tree,
+    kind_of,
+    remove_tree,
+    same_content,
+    tree_matches,
+)
 from journal import BlobStore, TreeEntry, fsio
 from journal.crashpoints import crashpoint
 from journal.records import ABSENT, TREE, ImageRef
@@ -123,7 +131,9 @@ class Workspace:
 # -- asking the disk --------------------------------------------------------
 
 
-def compare(ws: Workspace, path: Path, image: ImageRef, other: ImageRef | None = None) -> str:
+def compare(
+    ws: Workspace, path: Path, image: ImageRef, other: ImageRef | None = None
+) -> str:
     """Whether ``path`` holds ``image``: ``same``, ``mode`` (only the mode
     differs) or ``different``.
 
@@ -169,7 +179,9 @@ def compare_images(known: ImageRef, image: ImageRef) -> str:
     if known == image:
         return SAME
     same_but_mode = (known.kind, known.blob, known.target) == (
-        image.kind, image.blob, image.target
+        image.kind,
+        image.blob,
+        image.target,
     )
     if same_but_mode and known.kind in (FILE, DIR):
         return MODE_ONLY
@@ -236,7 +248,9 @@ def realize(
     keep_as = ws.aside(record.op, "pre") if keep else None
     if image.kind == FILE:
         may_be_folder = known is None or known.kind in (DIR, TREE)
-        _place_file(ws, record, path, image, source, keep_as if may_be_folder else False)
+        _place_file(
+            ws, record, path, image, source, keep_as if may_be_folder else False
+        )
     elif image.kind == ABSENT:
         _clear(ws, path, keep_as)
     elif image.kind == SYMLINK:
@@ -326,18 +340,23 @@ def _place_tree(
 ) -> None:
     listing = ws.listing(image.blob or "")
     _clear(ws, path, keep_as)
-    if source is not None and _is_folder(source.path):
-        if _rename_quietly(source.path, path):
+    ready = [source.path] if source is not None and _is_folder(source.path) else []
+    ready += [
+        c for c in candidates if _is_folder(c) and tree_matches(ws.store, c, listing)
+    ]
+    for folder in ready:
+        if _rename_quietly(folder, path):
             return
-    for candidate in candidates:
-        if _is_folder(candidate) and tree_matches(ws.store, candidate, listing):
-            if _rename_quietly(candidate, path):
-                return
 
     build = ws.scratch(record.path, record.op, "build")
     if os.path.lexists(build):
         remove_tree(build)
-    build_tree(ws.store, listing, build, lambda digest, dest: fill_from_blob(ws.store, digest, dest))
+    build_tree(
+        ws.store,
+        listing,
+        build,
+        lambda digest, dest: fill_from_blob(ws.store, digest, dest),
+    )
     os.rename(build, path)
 
 
@@ -427,7 +446,9 @@ def undo_all(
         aside = [ws.aside(record.op, "pre")]
         if realize(ws, record, record.pre, candidates=aside, other=record.post):
             changed += 1
-            logger.debug("transaction %s: undid op %d on %s", ws.tx, record.op, record.path)
+            logger.debug(
+                "transaction %s: undid op %d on %s", ws.tx, record.op, record.path
+            )
         crashpoint(step)
         if on_op is not None:
             on_op(done)
@@ -444,7 +465,9 @@ def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
     for record in records:
         if realize(ws, record, record.post, keep=True, other=record.pre):
             changed += 1
-            logger.debug("transaction %s: redid op %d on %s", ws.tx, record.op, record.path)
+            logger.debug(
+                "transaction %s: redid op %d on %s", ws.tx, record.op, record.path
+            )
         crashpoint(step)
     return changed
 

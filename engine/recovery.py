@@ -158,7 +158,9 @@ def recover_tx(
     intents = intents_of(records)
     way: Direction = direction or _direction(records, state)
     ws = Workspace(Path(root), store, tx, _work_dir(store, work_dir) / tx)
-    journal.append(RecoveryStarted(tx=tx, direction=way, pid=os.getpid(), at=time.time()))
+    journal.append(
+        RecoveryStarted(tx=tx, direction=way, pid=os.getpid(), at=time.time())
+    )
     crashpoint("recovery.started")
     if way == "forward" and state.status != DECIDED:
         journal.append(CommitDecided(tx=tx, at=time.time()))
@@ -171,14 +173,22 @@ def recover_tx(
         crashpoint("recovery.services")
     discard_work_dir(ws)
     _end(journal, tx, way, state.to_version, len(intents), changed)
-    outcome = RecoveryOutcome(tx, state.kind, way, len(intents), changed,
-                              state.to_version if way == "forward" else None, result)
+    outcome = RecoveryOutcome(
+        tx,
+        state.kind,
+        way,
+        len(intents),
+        changed,
+        state.to_version if way == "forward" else None,
+        result,
+    )
     logger.warning("%s", outcome.describe())
     return outcome
 
 
-def _restore_files(journal: Journal, ws: Workspace, intents: list[OpIntended],
-                   way: Direction) -> int:
+def _restore_files(
+    journal: Journal, ws: Workspace, intents: list[OpIntended], way: Direction
+) -> int:
     try:
         if way == "back":
             changed = undo_all(ws, intents, "recovery.undo.op")
@@ -187,33 +197,48 @@ def _restore_files(journal: Journal, ws: Workspace, intents: list[OpIntended],
         remove_scratch(ws, intents)
         sync_filesystems([ws.tree, ws.store.root, ws.work_dir.parent])
         crashpoint("recovery.synced")
-    except Exception as exc:  # noqa: BLE001 - journaled, then raised as one family
+    except Exception as exc:
         _note_failure(journal, ws.tx, way, exc)
         raise RecoveryFailedError(ws.tx, way, exc) from exc
     return changed
 
 
-def _end(journal: Journal, tx: str, way: Direction, version: str | None, ops: int,
-         changed: int) -> None:
+def _end(
+    journal: Journal,
+    tx: str,
+    way: Direction,
+    version: str | None,
+    ops: int,
+    changed: int,
+) -> None:
     now = time.time()
     if way == "back":
-        journal.append(RolledBack(tx=tx, reason="interrupted; rolled back by recovery",
-                                  at=now))
+        journal.append(
+            RolledBack(tx=tx, reason="interrupted; rolled back by recovery", at=now)
+        )
     else:
         journal.append(Committed(tx=tx, version=version, at=now))
     crashpoint("recovery.ended")
     outcome = f"ok: {changed} of {ops} operations changed"
-    journal.append(RecoveryFinished(tx=tx, direction=way, outcome=outcome, at=time.time()))
+    journal.append(
+        RecoveryFinished(tx=tx, direction=way, outcome=outcome, at=time.time())
+    )
     crashpoint("recovery.finished")
 
 
-def _note_failure(journal: Journal, tx: str, way: Direction, exc: BaseException) -> None:
+def _note_failure(
+    journal: Journal, tx: str, way: Direction, exc: BaseException
+) -> None:
     try:
-        journal.append(RecoveryFinished(tx=tx, direction=way, outcome=f"failed: {exc}",
-                                        at=time.time()))
+        journal.append(
+            RecoveryFinished(
+                tx=tx, direction=way, outcome=f"failed: {exc}", at=time.time()
+            )
+        )
     except Exception as journal_exc:  # noqa: BLE001 - the recovery error wins
-        logger.error("transaction %s: could not journal the failed recovery: %s",
-                     tx, journal_exc)
+        logger.error(
+            "transaction %s: could not journal the failed recovery: %s", tx, journal_exc
+        )
 
 
 def _direction(records: list[tuple[int, Any]], state: TxState) -> Direction:
@@ -238,9 +263,9 @@ def sweep_work_dirs(journal: Journal, work_dir: Path) -> None:
         if state is not None and state.status in UNFINISHED:
             continue
         logger.debug("removing the leftover work folder %s", entry.path)
-        remove_tree(Path(entry.path)) if entry.is_dir(follow_symlinks=False) else os.unlink(
-            entry.path
-        )
+        remove_tree(Path(entry.path)) if entry.is_dir(
+            follow_symlinks=False
+        ) else os.unlink(entry.path)
 
 
 def _work_dir(store: BlobStore, work_dir: Path | None) -> Path:

@@ -135,8 +135,15 @@ def undo_last_commit(
     last = journal.state.last_committed_tx
     if last is None:
         raise ReplayRefusedError("-", "undo", "no transaction has been committed")
-    return undo_commit(journal, store, tree_root, last, before_apply=before_apply,
-                       after_apply=after_apply, work_dir=work_dir)
+    return undo_commit(
+        journal,
+        store,
+        tree_root,
+        last,
+        before_apply=before_apply,
+        after_apply=after_apply,
+        work_dir=work_dir,
+    )
 
 
 def undo_commit(
@@ -164,8 +171,13 @@ def undo_commit(
     _warn_drift(store, Path(tree_root), tx, intents, work_dir)
 
     undo = Transaction.begin(
-        journal, store, tree_root, kind="rollback", from_version=journal.state.deployed_version,
-        to_version=state.from_version, work_dir=work_dir,
+        journal,
+        store,
+        tree_root,
+        kind="rollback",
+        from_version=journal.state.deployed_version,
+        to_version=state.from_version,
+        work_dir=work_dir,
     )
     with undo:
         undo.plan(undo_ops(intents))
@@ -177,7 +189,7 @@ def undo_commit(
         if after_apply is not None:
             try:
                 after_apply(undo)
-            except Exception as exc:  # noqa: BLE001 - any failure undoes the undo
+            except Exception as exc:
                 undo.roll_back(f"after the undo: {exc}")
                 raise UndoRolledBackError(undo.id, tx, exc) from exc
         undo.commit(version=state.from_version)
@@ -201,12 +213,23 @@ def replay_forward(
             missing from the store (its staging folder may be gone).
     """
     state = _known(journal, tx)
-    _refuse_unless(state.status in UNFINISHED, tx, "roll forward",
-                   f"it has already ended ({state.status})")
+    _refuse_unless(
+        state.status in UNFINISHED,
+        tx,
+        "roll forward",
+        f"it has already ended ({state.status})",
+    )
     intents = intents_of(journal.tx_records(tx))
     _refuse_missing_blobs(store, tx, "roll forward", [i.post for i in intents])
-    return recover_tx(journal, store, tree_root, tx, direction="forward",
-                      services=services, work_dir=work_dir)
+    return recover_tx(
+        journal,
+        store,
+        tree_root,
+        tx,
+        direction="forward",
+        services=services,
+        work_dir=work_dir,
+    )
 
 
 def replay_back(
@@ -229,12 +252,23 @@ def replay_back(
     state = _known(journal, tx)
     if state.status == COMMITTED:
         return undo_commit(journal, store, tree_root, tx, work_dir=work_dir)
-    _refuse_unless(state.status in UNFINISHED, tx, "roll back",
-                   f"it has already ended ({state.status}); nothing to undo")
+    _refuse_unless(
+        state.status in UNFINISHED,
+        tx,
+        "roll back",
+        f"it has already ended ({state.status}); nothing to undo",
+    )
     intents = intents_of(journal.tx_records(tx))
     _refuse_missing_blobs(store, tx, "roll back", [i.pre for i in intents])
-    return recover_tx(journal, store, tree_root, tx, direction="back",
-                      services=services, work_dir=work_dir)
+    return recover_tx(
+        journal,
+        store,
+        tree_root,
+        tx,
+        direction="back",
+        services=services,
+        work_dir=work_dir,
+    )
 
 
 # -- refusals ------------------------------------------------------------------
@@ -255,21 +289,28 @@ def _refuse_unless(condition: bool, tx: str, action: str, reason: str) -> None:
 def _refuse_unfinished(journal: Journal, tx: str) -> None:
     for other in journal.state.unfinished():
         raise ReplayRefusedError(
-            tx, "undo", f"transaction {other.tx} is unfinished; run 'updock recover' first"
+            tx,
+            "undo",
+            f"transaction {other.tx} is unfinished; run 'updock recover' first",
         )
 
 
-def _refuse_missing_blobs(store: BlobStore, tx: str, action: str,
-                          images: list[ImageRef]) -> None:
+def _refuse_missing_blobs(
+    store: BlobStore, tx: str, action: str, images: list[ImageRef]
+) -> None:
     for image in images:
         try:
             digests = image_blobs(image, store)
         except BlobError as exc:
-            raise ReplayRefusedError(tx, action, f"a stored image is unusable: {exc}") from exc
+            raise ReplayRefusedError(
+                tx, action, f"a stored image is unusable: {exc}"
+            ) from exc
         for digest in digests:
             if not store.has(digest):
                 raise ReplayRefusedError(
-                    tx, action, f"blob {digest} ({image.kind} image) is missing from the store"
+                    tx,
+                    action,
+                    f"blob {digest} ({image.kind} image) is missing from the store",
                 )
 
 
@@ -284,20 +325,31 @@ def _refuse_later_overlap(journal: Journal, tx: str, intents: list[OpIntended]) 
             continue
         for intent in intents_of(journal.tx_records(later.tx)):
             path = intent.path
-            if path in mine or path in above_mine or mine.intersection(parents_of(path)):
+            if (
+                path in mine
+                or path in above_mine
+                or mine.intersection(parents_of(path))
+            ):
                 raise ReplayRefusedError(
-                    tx, "undo",
+                    tx,
+                    "undo",
                     f"transaction {later.tx}, committed later, changed {path!r}, "
                     "which this one changed too; undo that one first",
                 )
 
 
-def _warn_drift(store: BlobStore, tree: Path, tx: str, intents: list[OpIntended],
-                work_dir: Path | None) -> None:
+def _warn_drift(
+    store: BlobStore,
+    tree: Path,
+    tx: str,
+    intents: list[OpIntended],
+    work_dir: Path | None,
+) -> None:
     """Log paths changed by hand since ``tx``: the undo replaces them anyway
     (and captures them as its own pre-images, so it can be undone too)."""
     ws = Workspace(tree, store, tx, (work_dir or default_work_dir(store)) / tx)
     for intent in intents:
         if compare(ws, tree / intent.path, intent.post) != SAME:
-            logger.warning("%s changed since transaction %s; the undo replaces it",
-                           intent.path, tx)
+            logger.warning(
+                "%s changed since transaction %s; the undo replaces it", intent.path, tx
+            )

@@ -75,9 +75,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from engine.errors import (
     BadInputError,
@@ -129,7 +130,13 @@ __all__ = ["Op", "Transaction"]
 logger = logging.getLogger(__name__)
 
 BEGUN, PLANNED, PREPARED, APPLYING, APPLIED, DECIDED, ENDED = (
-    "begun", "planned", "prepared", "applying", "applied", "decided", "ended",
+    "begun",
+    "planned",
+    "prepared",
+    "applying",
+    "applied",
+    "decided",
+    "ended",
 )
 # Bytes of journal per operation, and of listing per tree entry, for the
 # space check (a generous estimate of msgpack records).
@@ -182,13 +189,17 @@ class PlacementFailedError(RolledBackError):
     def __init__(self, tx: str, planned: PlannedOp, exc: BaseException) -> None:
         code = getattr(exc, "errno", None)
         name = errno.errorcode.get(code, "") if code else ""
-        detail = f"{name} [Errno {code}] {getattr(exc, 'strerror', '')}" if code else str(exc)
+        detail = (
+            f"{name} [Errno {code}] {getattr(exc, 'strerror', '')}"
+            if code
+            else str(exc)
+        )
         where = getattr(exc, "filename", None) or planned.path
         if getattr(exc, "filename2", None):
             where = f"{where} -> {exc.filename2}"
         super().__init__(
-            f"transaction {tx}: {planned.kind} {planned.path!r} failed: {detail.strip()}"
-            f" (at {where}); every change was rolled back",
+            f"transaction {tx}: {planned.kind} {planned.path!r} failed: "
+            f"{detail.strip()} (at {where}); every change was rolled back",
             exc,
         )
         self.tx = tx
@@ -201,7 +212,9 @@ class RollbackIncompleteError(RollbackFailedError):
 
     hint = "free the resource named above, then run 'updock recover'"
 
-    def __init__(self, tx: str, cause: BaseException, rollback_error: BaseException) -> None:
+    def __init__(
+        self, tx: str, cause: BaseException, rollback_error: BaseException
+    ) -> None:
         super().__init__(f"transaction {tx} failed", cause, rollback_error)
         self.tx = tx
 
@@ -215,8 +228,9 @@ class Transaction:
     exception rolls back (or aborts) whatever was not committed.
     """
 
-    def __init__(self, journal: Journal, store: BlobStore, tree: Path, tx: str,
-                 work_dir: Path) -> None:
+    def __init__(
+        self, journal: Journal, store: BlobStore, tree: Path, tx: str, work_dir: Path
+    ) -> None:
         self.id = tx
         self.tree = Path(tree)
         self._journal = journal
@@ -258,11 +272,19 @@ class Transaction:
         """
         tx = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
         work = work_dir if work_dir is not None else default_work_dir(store)
-        journal.append(TxBegun(
-            tx=tx, kind=kind, from_version=from_version, to_version=to_version,
-            host=socket.gethostname(), pid=os.getpid(), user=_user(),
-            strategy=strategy, at=time.time(),
-        ))
+        journal.append(
+            TxBegun(
+                tx=tx,
+                kind=kind,
+                from_version=from_version,
+                to_version=to_version,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                user=_user(),
+                strategy=strategy,
+                at=time.time(),
+            )
+        )
         crashpoint("tx.begun")
         logger.info("transaction %s (%s) begun", tx, kind)
         return cls(journal, store, tree_root, tx, work)
@@ -290,7 +312,9 @@ class Transaction:
             self.abort(f"plan refused: {exc}")
             raise
         self._phase = PLANNED
-        logger.debug("transaction %s: %d operations planned", self.id, len(self._planned))
+        logger.debug(
+            "transaction %s: %d operations planned", self.id, len(self._planned)
+        )
         return self.planned
 
     def check_space(self, extra_paths: Iterable[Path | tuple[Path, int]] = ()) -> None:
@@ -384,7 +408,9 @@ class Transaction:
             raise PrepareFailedError(self.id, exc) from exc
         self._phase = PREPARED
         _report(progress, "stage", len(self._planned), time.monotonic() - started)
-        logger.debug("transaction %s: %d intents journaled", self.id, len(self._planned))
+        logger.debug(
+            "transaction %s: %d intents journaled", self.id, len(self._planned)
+        )
 
     def _capture_images(self) -> None:
         """Fill in every planned op's pre-image and post-image.
@@ -400,8 +426,11 @@ class Transaction:
             _capture_pre(self._store, self.tree, planned, jobs, finish)
         store = self._store
         with ThreadPoolExecutor(_HASH_THREADS) as pool:
-            large = [(pool.submit(store_file, store, job.path), job.done)
-                     for job in jobs if job.size >= _THREADED_BYTES]
+            large = [
+                (pool.submit(store_file, store, job.path), job.done)
+                for job in jobs
+                if job.size >= _THREADED_BYTES
+            ]
             for job in jobs:
                 if job.size < _THREADED_BYTES:
                     job.done(store_file(store, job.path))
@@ -429,29 +458,39 @@ class Transaction:
         current = None
         try:
             for current in self._planned:
-                realize(self._ws, current, current.post, source=current.staged(),
-                        keep=True, known=current.pre)
+                realize(
+                    self._ws,
+                    current,
+                    current.post,
+                    source=current.staged(),
+                    keep=True,
+                    known=current.pre,
+                )
                 crashpoint("tx.apply.op")
                 if progress is not None and current.op % _PROGRESS_EVERY == 0:
-                    progress(ProgressEvent("bytes", "apply", done=current.op, total=total,
-                                           unit="files"))
+                    progress(
+                        ProgressEvent(
+                            "bytes", "apply", done=current.op, total=total, unit="files"
+                        )
+                    )
             sync_filesystems(self._filesystems())
             crashpoint("tx.apply.synced")
+            now = time.time()
+            self._journal.append_many(
+                [OpApplied(tx=self.id, op=p.op, at=now) for p in self._planned]
+            )
+            crashpoint("tx.apply.journaled")
         except Exception as exc:  # noqa: BLE001 - any failure rolls back
             self._fail(exc, current)
-        now = time.time()
-        self._journal.append_many(
-            [OpApplied(tx=self.id, op=p.op, at=now) for p in self._planned]
-        )
-        crashpoint("tx.apply.journaled")
         self._phase = APPLIED
         _report(progress, "apply", total, time.monotonic() - started)
         logger.info("transaction %s: %d operations applied", self.id, total)
 
     def _fail(self, exc: Exception, current: PlannedOp | None) -> None:
         failed = current or self._planned[-1]
-        logger.error("transaction %s: %s %s failed: %s", self.id, failed.kind,
-                     failed.path, exc)
+        logger.error(
+            "transaction %s: %s %s failed: %s", self.id, failed.kind, failed.path, exc
+        )
         try:
             self._undo(f"{failed.kind} {failed.path} failed: {exc}")
         except Exception as rollback_exc:  # noqa: BLE001 - reported with the cause
@@ -522,13 +561,15 @@ class Transaction:
         try:
             self.abort(reason)
         except Exception as exc:  # noqa: BLE001 - recovery will end it
-            logger.error("transaction %s: could not journal the abort: %s", self.id, exc)
+            logger.error(
+                "transaction %s: could not journal the abort: %s", self.id, exc
+            )
 
     def _require(self, phases: str | tuple[str, ...], action: str) -> None:
         if self._phase not in (phases if isinstance(phases, tuple) else (phases,)):
             raise WrongPhaseError(self.id, action, self._phase)
 
-    def __enter__(self) -> Transaction:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -551,8 +592,11 @@ def _user() -> str:
 
 def _report(progress: Progress | None, step: str, count: int, seconds: float) -> None:
     if progress is not None:
-        progress(ProgressEvent("step_finished", step, done=count, unit="files",
-                               seconds=seconds))
+        progress(
+            ProgressEvent(
+                "step_finished", step, done=count, unit="files", seconds=seconds
+            )
+        )
 
 
 # -- capturing images --------------------------------------------------------
@@ -567,8 +611,9 @@ class _StoreJob:
     done: Callable[[BlobInfo], None]
 
 
-def _capture_post(store: BlobStore, planned: PlannedOp, jobs: list[_StoreJob],
-                  finish: list) -> None:
+def _capture_post(
+    store: BlobStore, planned: PlannedOp, jobs: list[_StoreJob], finish: list
+) -> None:
     """Queue the work that fills ``planned.post``."""
     kind, mode = planned.kind, planned.mode or 0
     if kind in (SET_MODE, DELETE_FILE, DELETE_TREE):
@@ -578,11 +623,16 @@ def _capture_post(store: BlobStore, planned: PlannedOp, jobs: list[_StoreJob],
     elif kind == MAKE_SYMLINK:
         planned.post = ImageRef(kind=SYMLINK, target=planned.target)
     elif kind == PUT_FILE and planned.source is None:
-        planned.post = ImageRef(kind=FILE, blob=planned.blob, size=planned.post_bytes,
-                                mode=mode)
+        planned.post = ImageRef(
+            kind=FILE, blob=planned.blob, size=planned.post_bytes, mode=mode
+        )
     elif kind == PUT_FILE:
+
         def done(blob: BlobInfo) -> None:
-            planned.post = ImageRef(kind=FILE, blob=blob.digest, size=blob.size, mode=mode)
+            planned.post = ImageRef(
+                kind=FILE, blob=blob.digest, size=blob.size, mode=mode
+            )
+
         jobs.append(_StoreJob(planned.source, planned.post_bytes, done))
     elif planned.source is None:
         planned.post = ImageRef(kind=TREE, blob=planned.blob, size=planned.post_bytes)
@@ -592,8 +642,13 @@ def _capture_post(store: BlobStore, planned: PlannedOp, jobs: list[_StoreJob],
         finish.append(lambda: setattr(planned, "post", _tree_image(store, entries)))
 
 
-def _capture_pre(store: BlobStore, tree: Path, planned: PlannedOp, jobs: list[_StoreJob],
-                 finish: list) -> None:
+def _capture_pre(
+    store: BlobStore,
+    tree: Path,
+    planned: PlannedOp,
+    jobs: list[_StoreJob],
+    finish: list,
+) -> None:
     """Queue the work that fills ``planned.pre`` from what the disk holds."""
     path = tree / planned.path
     found, info = lstat_kind(path)
@@ -613,18 +668,23 @@ def _capture_pre(store: BlobStore, tree: Path, planned: PlannedOp, jobs: list[_S
         _queue_tree(path, entries, jobs)
         finish.append(lambda: setattr(planned, "pre", _tree_image(store, entries)))
     else:
+
         def done(blob: BlobInfo) -> None:
-            planned.pre = ImageRef(kind=FILE, blob=blob.digest, size=blob.size, mode=mode)
+            planned.pre = ImageRef(
+                kind=FILE, blob=blob.digest, size=blob.size, mode=mode
+            )
+
         jobs.append(_StoreJob(path, info.st_size, done))
 
 
 def _queue_tree(top: Path, entries: list[WalkedEntry], jobs: list[_StoreJob]) -> None:
     for entry in entries:
         if entry.kind == FILE:
+
             def done(blob: BlobInfo, entry: WalkedEntry = entry) -> None:
                 entry.blob = blob.digest
-            jobs.append(_StoreJob(top / entry.relpath, entry.size, done))
 
+            jobs.append(_StoreJob(top / entry.relpath, entry.size, done))
 
 
 def _tree_image(store: BlobStore, entries: list[WalkedEntry]) -> ImageRef:

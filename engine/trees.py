@@ -20,7 +20,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +164,9 @@ def _link_new(path: str, final: Path) -> None:
 # -- comparing --------------------------------------------------------------
 
 
-def same_content(store: BlobStore, path: Path, info: os.stat_result, digest: str) -> bool:
+def same_content(
+    store: BlobStore, path: Path, info: os.stat_result, digest: str
+) -> bool:
     """Whether the regular file at ``path`` (stat ``info``) holds blob ``digest``.
 
     The same inode as the blob means the same bytes (the hard-link fast path
@@ -278,4 +280,6 @@ def remove_tree(path: Path) -> None:
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=retry_writable)
     else:
-        shutil.rmtree(path, onerror=lambda fn, failed, info: retry_writable(fn, failed, info[1]))
+        shutil.rmtree(
+            path, onerror=lambda fn, failed, info: retry_writable(fn, failed, info[1])
+        )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import txdriver
+
 from journal import BlobStore, Journal
 from journal.verify import verify_journal
 
@@ -49,8 +50,15 @@ def driver(
     argv = [sys.executable, str(DRIVER), command, str(root)]
     if observe:
         argv += ["--observe", str(observe)]
-    return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        argv,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def steps_of(log: Path) -> list[str]:
@@ -117,7 +125,9 @@ def check_recovered(root: Path, ref: Reference) -> str:
     elif found == ref.new:
         outcome = "new"
     else:
-        raise AssertionError(f"{root}: tree is neither old nor new: {describe_diff(found, ref)}")
+        raise AssertionError(
+            f"{root}: tree is neither old nor new: {describe_diff(found, ref)}"
+        )
     state = root / ".updock"
     verify_journal(state / "journal", BlobStore(state / "blobs"))
     with Journal.open(state / "journal", writable=False) as journal:

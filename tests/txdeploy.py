@@ -7,9 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from txdriver import snapshot
+
 from engine.transaction import Transaction
 from journal import BlobStore, Journal
-from txdriver import snapshot
 
 
 @dataclass
@@ -32,7 +33,9 @@ class Deployment:
         kwargs.setdefault("kind", "upgrade")
         return Transaction.begin(self.journal, self.store, self.tree, **kwargs)
 
-    def write(self, relpath: str, text: str, mode: int = 0o644, *, staged: bool = False) -> Path:
+    def write(
+        self, relpath: str, text: str, mode: int = 0o644, *, staged: bool = False
+    ) -> Path:
         path = (self.staging if staged else self.tree) / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

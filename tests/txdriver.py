@@ -10,10 +10,10 @@ Usage (the parent test builds the world in-process with ``build_world``)::
 describes (a pipeline step event is journaled between apply and commit, as
 the upgrade pipeline does); ``recover`` opens the deployment the way every
 command does (lock, journal, automatic recovery); ``apply`` runs the
-transaction a JSON spec lists and exits with the code ``updock`` would. With ``--observe``, every
-write and sync that goes through ``journal.fsio`` is logged to LOG (one JSON
-object per line, with the file's device, inode and size), so a test can
-throw away what was never synced.
+transaction a JSON spec lists and exits with the code ``updock`` would.
+With ``--observe``, every write and sync that goes through ``journal.fsio``
+is logged to LOG (one JSON object per line, with the file's device, inode
+and size), so a test can throw away what was never synced.
 
 The world: 80 files to modify or delete, 40 new files (in a new folder),
 10 files from stored blobs, 5 folders replaced by staged trees and 5 deleted
@@ -37,11 +37,22 @@ if __name__ == "__main__":
     # shadow the journal package: import from the repository root instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from engine.ops import Op  # noqa: E402
-from journal import BlobStore  # noqa: E402
+from engine.ops import Op
+from journal import BlobStore
 
 PRESERVED = frozenset(
-    {"files", "new", "blobbed", "trees", "gone", "made", "modes", "links", "data", "keep"}
+    {
+        "files",
+        "new",
+        "blobbed",
+        "trees",
+        "gone",
+        "made",
+        "modes",
+        "links",
+        "data",
+        "keep",
+    }
 )
 
 
@@ -73,12 +84,19 @@ def build_world(root: Path) -> None:
     """Create the deployment's tree, the staged package and the stored blobs."""
     tree, staged = tree_of(root), staging_of(root)
     for i in range(80):
-        _write(tree / "files" / f"f{i:03}.txt", f"old file {i}\n" * (i % 7 + 1),
-               0o600 if i % 5 == 0 else 0o644)
+        _write(
+            tree / "files" / f"f{i:03}.txt",
+            f"old file {i}\n" * (i % 7 + 1),
+            0o600 if i % 5 == 0 else 0o644,
+        )
     for i in range(60):
         _write(staged / "files" / f"f{i:03}.txt", f"new file {i}\n" * (i % 5 + 1))
     for i in range(40):
-        _write(staged / "new" / f"n{i:03}.txt", f"new {i}\n", 0o755 if i % 4 == 0 else 0o644)
+        _write(
+            staged / "new" / f"n{i:03}.txt",
+            f"new {i}\n",
+            0o755 if i % 4 == 0 else 0o644,
+        )
     for i in range(5):
         _write(tree / "blobbed" / f"b{i}.txt", f"old blobbed {i}\n")
     for k in range(5):
@@ -117,20 +135,46 @@ def _build_top(tree: Path, top: Path) -> None:
 
 def world_ops(root: Path) -> list[Op]:
     """The 200-odd operations of the world's transaction, in order."""
-    tree, staged = tree_of(root), staging_of(root)
-    ops = [Op.put_file(f"files/f{i:03}.txt", source=staged / "files" / f"f{i:03}.txt",
-                       mode=0o644 if i % 3 else 0o600) for i in range(60)]
+    staged = staging_of(root)
+    ops = [
+        Op.put_file(
+            f"files/f{i:03}.txt",
+            source=staged / "files" / f"f{i:03}.txt",
+            mode=0o644 if i % 3 else 0o600,
+        )
+        for i in range(60)
+    ]
     ops += [Op.delete_file(f"files/f{i:03}.txt") for i in range(60, 80)]
-    ops += [Op.put_file(f"new/n{i:03}.txt", source=staged / "new" / f"n{i:03}.txt",
-                        mode=0o755 if i % 4 == 0 else 0o644) for i in range(40)]
-    ops += [Op.put_file(f"blobbed/b{i}.txt", blob=_digest(f"blob content {i}\n"),
-                        mode=0o644) for i in range(10)]
-    ops += [Op.replace_dir(f"trees/t{k}", source=staged / "trees" / f"t{k}") for k in range(5)]
+    ops += [
+        Op.put_file(
+            f"new/n{i:03}.txt",
+            source=staged / "new" / f"n{i:03}.txt",
+            mode=0o755 if i % 4 == 0 else 0o644,
+        )
+        for i in range(40)
+    ]
+    ops += [
+        Op.put_file(
+            f"blobbed/b{i}.txt", blob=_digest(f"blob content {i}\n"), mode=0o644
+        )
+        for i in range(10)
+    ]
+    ops += [
+        Op.replace_dir(f"trees/t{k}", source=staged / "trees" / f"t{k}")
+        for k in range(5)
+    ]
     ops += [Op.delete_tree(f"gone/g{k}") for k in range(5)]
-    ops += [Op.make_dir(f"made/m{i:02}", 0o700 if i % 3 == 0 else 0o755) for i in range(20)]
+    ops += [
+        Op.make_dir(f"made/m{i:02}", 0o700 if i % 3 == 0 else 0o755) for i in range(20)
+    ]
     ops.append(Op.make_dir("keep", 0o700))
-    ops += [Op.set_mode(f"modes/s{i:02}", 0o700 if i % 10 == 9 else 0o600) for i in range(20)]
-    ops += [Op.make_symlink(f"links/l{i:02}", f"../files/f{i:03}.txt") for i in range(20)]
+    ops += [
+        Op.set_mode(f"modes/s{i:02}", 0o700 if i % 10 == 9 else 0o600)
+        for i in range(20)
+    ]
+    ops += [
+        Op.make_symlink(f"links/l{i:02}", f"../files/f{i:03}.txt") for i in range(20)
+    ]
     ops.append(Op.swap_tree(staged / "top", preserve=PRESERVED))
     return ops
 
@@ -173,8 +217,13 @@ class LogObserver:
     def _log(self, event: str, path: Path) -> None:
         try:
             info = os.stat(path)
-            entry = {"event": event, "path": str(path), "dev": info.st_dev,
-                     "ino": info.st_ino, "size": info.st_size}
+            entry = {
+                "event": event,
+                "path": str(path),
+                "dev": info.st_dev,
+                "ino": info.st_ino,
+                "size": info.st_size,
+            }
         except FileNotFoundError:
             entry = {"event": event, "path": str(path)}
         os.write(self._fd, (json.dumps(entry) + "\n").encode())
@@ -203,8 +252,15 @@ def run(root: Path) -> None:
     with WriterLock(state / "lock"), Journal.open(state / "journal") as journal:
         store = BlobStore(state / "blobs")
         _note_staged_writes(root)
-        tx = Transaction.begin(journal, store, tree_of(root), kind="upgrade",
-                               from_version="1.0", to_version="2.0", strategy="patch")
+        tx = Transaction.begin(
+            journal,
+            store,
+            tree_of(root),
+            kind="upgrade",
+            from_version="1.0",
+            to_version="2.0",
+            strategy="patch",
+        )
         tx.plan(world_ops(root))
         tx.check_space()
         tx.prepare()
@@ -231,12 +287,16 @@ def apply_spec(root: Path, spec_path: Path) -> int:
         store = BlobStore(state / "blobs")
         try:
             tx = Transaction.begin(journal, store, tree_of(root))
-            tx.plan([_spec_op(kind, path, kwargs) for kind, path, kwargs in spec["ops"]])
+            tx.plan(
+                [_spec_op(kind, path, kwargs) for kind, path, kwargs in spec["ops"]]
+            )
             tx.check_space()
             tx.prepare()
             if "fill_after_prepare" in spec:
-                _fill(Path(spec["fill_after_prepare"]["path"]),
-                      spec["fill_after_prepare"]["leave"])
+                _fill(
+                    Path(spec["fill_after_prepare"]["path"]),
+                    spec["fill_after_prepare"]["leave"],
+                )
             tx.apply()
             tx.commit()
         except Exception as exc:  # noqa: BLE001 - mapped as the command does

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-
 import txdriver
 from txcrash import (
     DRIVER,
@@ -74,7 +73,9 @@ def test_transaction_killed_at_every_step_recovers_old_or_new(reference, tmp_pat
     [("tx.apply.op#105", "old"), ("tx.decided", "new")],
     ids=["rolling-back", "rolling-forward"],
 )
-def test_recovery_killed_at_every_step_recovers_again(reference, tmp_path, crash_at, outcome):
+def test_recovery_killed_at_every_step_recovers_again(
+    reference, tmp_path, crash_at, outcome
+):
     probe = tmp_path / "probe"
     _crashed_world(probe, crash_at)
     log = tmp_path / "recovery.steps"
@@ -87,9 +88,13 @@ def test_recovery_killed_at_every_step_recovers_again(reference, tmp_path, crash
         root = tmp_path / f"rec{index}"
         _crashed_world(root, crash_at)
         first = driver("recover", root, crash_at=target)
-        assert killed(first), f"recovery did not die at {target}: {first.stderr[-2000:]}"
+        assert killed(first), (
+            f"recovery did not die at {target}: {first.stderr[-2000:]}"
+        )
         second = driver("recover", root)
-        assert second.returncode == 0, f"{target}: second recovery failed: {second.stderr}"
+        assert second.returncode == 0, (
+            f"{target}: second recovery failed: {second.stderr}"
+        )
         assert check_recovered(root, reference) == outcome, f"killed at {target}"
 
     in_parallel(one, chosen)
@@ -107,15 +112,21 @@ def test_transaction_killed_at_random_moments_recovers_old_or_new(reference, tmp
     def one(index, delay):
         root = tmp_path / f"random{index}"
         txdriver.build_world(root)
-        child = subprocess.Popen([sys.executable, str(DRIVER), "run", str(root)], cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [sys.executable, str(DRIVER), "run", str(root)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             child.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
         result = driver("recover", root)
-        assert result.returncode == 0, f"recovery after {delay:.3f}s failed: {result.stderr}"
+        assert result.returncode == 0, (
+            f"recovery after {delay:.3f}s failed: {result.stderr}"
+        )
         return check_recovered(root, reference)
 
     delays = [rng.uniform(0.05, duration) for _ in range(16)]

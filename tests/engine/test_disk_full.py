@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from txcrash import DRIVER, REPO
+from txdriver import snapshot
 
 from cli import exitcodes
 from journal import BlobStore
 from journal.verify import verify_journal
-from txcrash import DRIVER, REPO
-from txdriver import snapshot
 
 MB = 1024 * 1024
 
@@ -29,7 +29,9 @@ pytestmark = pytest.mark.root
 
 
 def _mount(*argv: str) -> None:
-    result = subprocess.run(["mount", *argv], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", *argv], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount here ({result.stderr.strip()}); needs root")
 
@@ -64,11 +66,15 @@ def deployment(root: Path) -> Path:
     return tree
 
 
-def apply(root: Path, spec: dict, *, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+def apply(
+    root: Path, spec: dict, *, prefix: list[str] = ()
+) -> subprocess.CompletedProcess:
     spec_path = root.parent / f"{root.name}.spec.json"
     spec_path.write_text(json.dumps(spec))
     argv = [*prefix, sys.executable, str(DRIVER), "apply", str(root), str(spec_path)]
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def staged(folder: Path, name: str, size: int, byte: bytes = b"x") -> str:
@@ -105,9 +111,14 @@ def test_disk_filling_during_apply_rolls_back(mounts, tmp_path):
     before = snapshot(root / "docker")
     staging = tmp_path / "staging"
     ops = [["delete_file", "app.yml", {}], ["make_dir", "new", {}]]
-    ops += [["put_file", f"new/copy{i}.bin", {"source": staged(staging, f"c{i}", 3 * MB)}]
-            for i in range(2)]
-    spec = {"ops": ops, "fill_after_prepare": {"path": str(root / "filler"), "leave": 64 * 1024}}
+    ops += [
+        ["put_file", f"new/copy{i}.bin", {"source": staged(staging, f"c{i}", 3 * MB)}]
+        for i in range(2)
+    ]
+    spec = {
+        "ops": ops,
+        "fill_after_prepare": {"path": str(root / "filler"), "leave": 64 * 1024},
+    }
 
     result = apply(root, spec)
 
@@ -123,7 +134,10 @@ def test_read_only_mount_in_the_way_rolls_back(mounts, tmp_path):
     mounts(tree / "conf", "--bind", str(tree / "conf"))
     _mount("-o", "remount,bind,ro", str(tree / "conf"))
     source = staged(tmp_path / "staging", "a.conf", 100, b"n")
-    ops = [["delete_file", "app.yml", {}], ["put_file", "conf/a.conf", {"source": source}]]
+    ops = [
+        ["delete_file", "app.yml", {}],
+        ["put_file", "conf/a.conf", {"source": source}],
+    ]
 
     result = apply(root, {"ops": ops})
 
@@ -138,8 +152,10 @@ def test_busy_mount_point_in_the_way_rolls_back(mounts, tmp_path):
     tmpfs(mounts, tree / "volume", "1m")
     before = snapshot(tree)
     (tmp_path / "staging" / "volume").mkdir(parents=True)
-    ops = [["delete_file", "app.yml", {}],
-           ["replace_dir", "volume", {"source": str(tmp_path / "staging" / "volume")}]]
+    ops = [
+        ["delete_file", "app.yml", {}],
+        ["replace_dir", "volume", {"source": str(tmp_path / "staging" / "volume")}],
+    ]
 
     result = apply(root, {"ops": ops})
 

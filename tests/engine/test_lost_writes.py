@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 import txdriver
 from txcrash import (
     build_reference,
@@ -105,7 +104,9 @@ def test_transaction_losing_unsynced_writes_recovers_old_or_new(reference, tmp_p
 
     results = in_parallel(one, chosen)
     lost_any = {target for target, lost, _ in results if lost}
-    assert "tx.prepare.captured#1" in lost_any, "staged files must be lost before syncfs"
+    assert "tx.prepare.captured#1" in lost_any, (
+        "staged files must be lost before syncfs"
+    )
     assert any(t.startswith("journal.append.after_write") for t in lost_any)
     assert {outcome for _, _, outcome in results} == {"old", "new"}
 

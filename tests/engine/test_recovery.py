@@ -6,6 +6,8 @@ import logging
 import os
 
 import pytest
+from deploykit import updock
+from txdeploy import Deployment
 
 from cli import exitcodes
 from cli.session import open_deployment
@@ -19,8 +21,6 @@ from engine.rollback import (
     undo_commit,
     undo_last_commit,
 )
-from deploykit import updock
-from txdeploy import Deployment
 
 
 @pytest.fixture
@@ -61,7 +61,11 @@ def test_recover_rolls_back_transaction_without_decision(dep):
 
     assert [(o.tx, o.direction) for o in outcomes] == [(tx.id, "back")]
     assert dep.snapshot() == old
-    assert dep.events(tx.id)[-3:] == ["RecoveryStarted", "RolledBack", "RecoveryFinished"]
+    assert dep.events(tx.id)[-3:] == [
+        "RecoveryStarted",
+        "RolledBack",
+        "RecoveryFinished",
+    ]
     assert recover(dep.journal, dep.store, dep.tree) == []
 
 
@@ -99,9 +103,8 @@ def test_recover_calls_services_hook_once_files_are_back(dep):
 def test_session_recovers_with_warning_naming_transaction(dep, caplog):
     tx = applied(dep)
     dep.journal.close()
-    with caplog.at_level(logging.WARNING):
-        with open_deployment(dep.root) as session:
-            assert [o.tx for o in session.recovered] == [tx.id]
+    with caplog.at_level(logging.WARNING), open_deployment(dep.root) as session:
+        assert [o.tx for o in session.recovered] == [tx.id]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(tx.id in message and "rolled back" in message for message in warnings)
     dep.reopen()
@@ -172,8 +175,9 @@ def test_replay_command_rolls_back_by_hand(dep):
     tx = applied(dep)
     tx.decide()
     dep.journal.close()
-    result = updock("journal", "replay", "--back", tx.id, "--root", str(dep.root),
-                    "--no-services")
+    result = updock(
+        "journal", "replay", "--back", tx.id, "--root", str(dep.root), "--no-services"
+    )
     assert result.returncode == 0, result.stderr
     assert dep.snapshot() == old
     dep.reopen()

@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+from txdeploy import Deployment
 
 from engine.errors import BadInputError, RefusedError, RolledBackError
 from engine.ops import (
@@ -19,7 +20,6 @@ from engine.ops import (
 from engine.paths import LinkTargetEscapeError, RootPathError, SymlinkInPathError
 from engine.placement import redo_all, undo_all
 from engine.recovery import intents_of
-from txdeploy import Deployment
 
 
 @pytest.fixture
@@ -170,11 +170,20 @@ def test_unchanged_file_is_left_alone(dep):
         (lambda d: [Op.delete_file("../outside")], BadInputError),
         (lambda d: [Op.delete_tree(".")], RootPathError),
         (lambda d: [Op.make_symlink("l", "../../etc")], LinkTargetEscapeError),
-        (lambda d: [Op.delete_file("a.txt"), Op.delete_file("a.txt")], DuplicatePathError),
-        (lambda d: [Op.delete_tree("conf"), Op.make_dir("conf/sub")], OverlappingOpsError),
+        (
+            lambda d: [Op.delete_file("a.txt"), Op.delete_file("a.txt")],
+            DuplicatePathError,
+        ),
+        (
+            lambda d: [Op.delete_tree("conf"), Op.make_dir("conf/sub")],
+            OverlappingOpsError,
+        ),
         (lambda d: [Op.delete_file("conf")], WrongKindError),
         (lambda d: [Op.set_mode("missing", 0o600)], WrongKindError),
-        (lambda d: [Op.put_file("n", source=d.staging / "nothing")], MissingSourceError),
+        (
+            lambda d: [Op.put_file("n", source=d.staging / "nothing")],
+            MissingSourceError,
+        ),
         (lambda d: [Op.put_file("n", blob="0" * 64)], MissingSourceError),
         (lambda d: [Op.delete_file("conf/current/x")], BadInputError),
     ],
@@ -253,12 +262,11 @@ def test_decided_transaction_refuses_roll_back(dep):
 
 def test_exception_inside_with_block_rolls_back(dep):
     old = dep.snapshot()
-    with pytest.raises(RuntimeError):
-        with dep.begin() as tx:
-            tx.plan(every_kind(dep))
-            tx.prepare()
-            tx.apply()
-            raise RuntimeError("services did not come up")
+    with pytest.raises(RuntimeError), dep.begin() as tx:
+        tx.plan(every_kind(dep))
+        tx.prepare()
+        tx.apply()
+        raise RuntimeError("services did not come up")
     assert dep.snapshot() == old
     assert dep.journal.state.txs[tx.id].status == "rolled_back"
 

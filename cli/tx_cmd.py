@@ -78,7 +78,9 @@ def replay_command(
     unfinished transaction back, even one past its commit decision, or
     undoes a committed one with a new transaction (refused when a later
     committed transaction changed the same paths, or a pre-image is
-    missing). Automatic recovery does not run first, so the choice is yours.
+    missing); that undo changes files only: restart the services after it
+    ('updock services restart'), or use 'updock upgrade rollback' for the last
+    upgrade. Automatic recovery does not run first, so the choice is yours.
 
     Parameters
     ----------

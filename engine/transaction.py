@@ -525,15 +525,15 @@ class Transaction:
     def roll_back(self, reason: str) -> None:
         """Undo every operation and journal ``RolledBack``.
 
-        Before ``prepare`` this is an ``abort``.
+        Before ``apply`` nothing has changed: this is an ``abort``.
 
         Raises:
             WrongPhaseError: the commit was decided already.
         """
-        if self._phase in (BEGUN, PLANNED):
+        if self._phase in (BEGUN, PLANNED, PREPARED):
             self.abort(reason)
             return
-        self._require((PREPARED, APPLYING, APPLIED), "roll back")
+        self._require((APPLYING, APPLIED), "roll back")
         self._undo(reason)
 
     def _undo(self, reason: str) -> None:

@@ -117,6 +117,13 @@ class DockerApiError(ServicesError):
 class ImageLoadError(ServicesError):
     """An image tar cannot be loaded; nothing was stopped or changed."""
 
+    # Not the family's hint: --no-services would install files that need
+    # the image this tar failed to provide.
+    hint = (
+        "the package's image tar is damaged or was rejected; nothing was "
+        "stopped or changed: get a package with a good image tar"
+    )
+
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__(f"image tar {path} cannot be loaded: {problem}")
         self.path = path

@@ -19,9 +19,12 @@ import shutil
 
 import pytest
 from deploykit import (
+    DEMO,
     assert_same_tree,
+    build_demo_release,
     explain,
     json_lines,
+    make_demo_deployment,
     make_deployment,
     snapshot,
     updock,
@@ -196,3 +199,32 @@ def test_upgrade_rollback_after_patch_and_after_full_restores_previous_tree(
     check_deployed(deployment, release_trees[V_B], "after undoing the full package")
     assert status(deployment)["version"] == V_B
     assert f'docker_service = "{V_B}"' in (deployment / "config.toml").read_text()
+
+
+# -- hand edits between upgrades ------------------------------------------------
+
+
+def test_rollback_after_same_size_hand_edit_and_reupgrade_restores_tree(tmp_path):
+    """An operator edits an installed file in place (same size: a digit in a
+    setting), undoes the upgrade, installs it again, then installs the next
+    release and undoes that: the tree of the re-installed release must come
+    back. (The installed file's inode must not be the journal's own copy of
+    its content, or the edit reaches the journal.)"""
+    root = make_demo_deployment(tmp_path / "deployment")
+    v3 = tmp_path / "v3"
+    shutil.copytree(DEMO / "v2", v3)
+    (v3 / "front" / "index.html").write_text("<h1>third release</h1>\n")
+    second = build_demo_release(tmp_path / "second").manifest_path
+    third = build_release(DEMO / "v2", v3, "1.2.0", "1.1.0", tmp_path / "third")
+    apply(root, second)
+    page = root / "docker" / "front" / "index.html"
+    with open(page, "r+b") as stream:
+        stream.write(b"X")
+
+    rollback(root)
+    apply(root, second)
+    installed = snapshot(root / "docker")
+    apply(root, third.manifest_path)
+    rollback(root)
+
+    assert_same_tree(snapshot(root / "docker"), installed, "after undoing the third")

@@ -25,13 +25,7 @@ import httpx
 import pytest
 import yaml
 from deploykit import explain, json_lines, snapshot, updock
-from dockerfixtures import (  # noqa: F401 - fixtures
-    compose_factory,
-    docker_engine,
-    free_port,
-    image_factory,
-    web_service,
-)
+from dockerfixtures import free_port, web_service
 
 from cli import exitcodes
 from engine.dockerapi import ContainerState
@@ -58,12 +52,12 @@ class DockerDeployment:
         root: the deployment root (``config.toml``, ``docker/``).
     """
 
-    def __init__(self, tmp_path: Path, image_factory, compose_factory) -> None:
+    def __init__(self, tmp_path: Path, images, compose) -> None:
         unique = uuid.uuid4().hex[:10]
         self.base = tmp_path
-        self.images = image_factory
-        self.engine = image_factory.engine
-        self.compose = compose_factory
+        self.images = images  # dockerfixtures.ImageFactory
+        self.engine = images.engine
+        self.compose = compose  # dockerfixtures.ComposeFactory
         self.repo = f"updock-test/upgrade{unique}"
         self.project = f"updocktest{unique}"
         self.port = free_port()
@@ -110,8 +104,9 @@ class DockerDeployment:
     def web(self, tag: str, **extra) -> dict:
         """The web service: image ``<repo>:<tag>`` (its CMD runs httpd) serving
         ``./front`` on ``port``, with a wget healthcheck."""
-        service = web_service(self.port, image=self.ref(tag), **extra)
+        service = web_service(self.port, image=self.ref(tag))
         del service["command"]
+        service.update(extra)
         return service
 
     def tree(self, name: str, services: dict, files: dict[str, str]) -> Path:
@@ -133,8 +128,18 @@ class DockerDeployment:
         """
         out = self.base / "published" / version
         result = updock(
-            "release", "build", "--from", str(old), "--to", str(new),
-            "--version", version, "--from-version", OLD, "--out", str(out),
+            "release",
+            "build",
+            "--from",
+            str(old),
+            "--to",
+            str(new),
+            "--version",
+            version,
+            "--from-version",
+            OLD,
+            "--out",
+            str(out),
         )
         assert result.returncode == exitcodes.OK, explain(result)
         return out / "manifest.json"
@@ -177,8 +182,16 @@ class DockerDeployment:
     ) -> subprocess.CompletedProcess:
         """``upgrade apply --yes --json`` by patch, to its end."""
         return self.updock(
-            "upgrade", "apply", "--manifest", str(manifest), "--strategy", "patch",
-            "--yes", "--json", *extra, env=env,
+            "upgrade",
+            "apply",
+            "--manifest",
+            str(manifest),
+            "--strategy",
+            "patch",
+            "--yes",
+            "--json",
+            *extra,
+            env=env,
         )
 
     def tx_events(self, tx: str) -> list[dict]:
@@ -236,8 +249,11 @@ def final_result(result: subprocess.CompletedProcess) -> dict:
     return lines[-1]
 
 
-@pytest.fixture
-def docker_deployment(tmp_path, image_factory, compose_factory):
+@pytest.fixture(name="docker_deployment")
+def docker_deployment_fixture(tmp_path, image_factory, compose_factory):
+    """A ``DockerDeployment``; import this function, and ``compose_factory``,
+    ``docker_engine`` and ``image_factory`` from ``dockerfixtures``, into a
+    test module to use it."""
     # compose_factory is set up last, so its teardown (the containers) runs
     # before image_factory's (the tags).
     return DockerDeployment(tmp_path, image_factory, compose_factory)

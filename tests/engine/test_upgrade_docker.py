@@ -140,6 +140,7 @@ def test_upgrade_never_healthy_rolls_back_to_old_content_and_tags(
     assert result.returncode == exitcodes.ROLLED_BACK, explain(result)
     error = final_result(result)["error"]
     assert "rolled back" in error and "web FAILED" in error, error
+    assert "web FAILED" in result.stderr, explain(result)
     assert d.page() == "release one\n"
     assert d.image_id("stable") == old_id
     assert d.containers()["web"].image_id == old_id

@@ -13,23 +13,29 @@ How each kind of image is put in place, atomically where the kernel allows:
 
 - file: content goes to a scratch name beside the target, then ``rename(2)``
   over it. The content is the staged file itself when it is still there
-  (renamed, never copied), else the blob: hard-linked when the blob has no
-  other name (link count 1), copied otherwise, so two paths with equal
-  content never share an inode (a later ``chmod`` or edit of one would leak
-  into the other).
+  (renamed, never copied), else a verified copy of the blob.
 - symlink: created at a scratch name, renamed over the target.
 - dir: ``mkdir`` (a kept folder only has its mode set).
-- tree: the folder in the way moves aside (rename, O(1)), then the new tree
-  arrives with one rename: the staged folder, a folder set aside earlier in
-  the same transaction (checked against the listing first), or one built
-  from the listing at a scratch name.
+- tree: the folder in the way goes to the trash (one rename), then the new
+  tree arrives with one rename: the staged folder, or one built from the
+  listing at a scratch name.
 - absent: a file or link is unlinked, a folder moved to the transaction's
   trash, emptied when the transaction ends.
+
+No deployed file ever shares its inode with a blob once a transaction has
+ended. A blob linked into the tree (the obvious fast restore) would turn an
+edit of the deployed file, made in place (``>>``, most editors keeping the
+inode), into a silent edit of the stored image: drift would go unseen, the
+image would no longer match its hash, and a later rollback would restore
+the edit. Pre-images are hard links only while the file they capture is
+about to be replaced; post-images are private copies in the store; restores
+copy. The same rule keeps two deployed paths with equal content from
+sharing an inode, whose modes and edits would leak into each other.
 
 Scratch names beside a target are ``.updock-<tx>-<op>.tmp`` and
 ``.updock-<tx>-<op>.build``; ``remove_scratch`` clears them after a crash.
 A path that holds neither image when recovery reaches it (changed by hand)
-is replaced all the same, with a WARNING naming it.
+is replaced all the same.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from engine.errors import EngineError
 from engine.paths import SCRATCH_PREFIX
@@ -62,12 +68,12 @@ from journal.records import ABSENT, TREE, ImageRef
 
 logger = logging.getLogger(__name__)
 
+# When a hard link into place fails for one of these, the blob is copied.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+
 SAME = "same"
 MODE_ONLY = "mode"
 DIFFERENT = "different"
-
-# When a hard link into place fails for one of these, the blob is copied.
-_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
 
 
 class ImageUnavailableError(EngineError):
@@ -93,14 +99,14 @@ class OpRecord(Protocol):
 
 @dataclass
 class Workspace:
-    """Where one transaction places images, and where it keeps things aside.
+    """Where one transaction places images, and where its trash goes.
 
     Attributes:
         tree: The tree root all operation paths are relative to.
         store: The blob store holding every image's content.
         tx: The transaction id (part of every scratch name).
-        work_dir: ``<state>/txn/<tx>``: replaced folders set aside and the
-            trash; removed when the transaction ends.
+        work_dir: ``<state>/txn/<tx>``: replaced folders, moved out of the
+            tree with one rename; removed when the transaction ends.
     """
 
     tree: Path
@@ -114,10 +120,6 @@ class Workspace:
         """A scratch name beside the target of ``op`` (``tmp`` or ``build``)."""
         target = self.tree / path
         return target.parent / f"{SCRATCH_PREFIX}{self.tx}-{op}.{role}"
-
-    def aside(self, op: int, role: str) -> Path:
-        """Where the folder ``op`` replaced (``pre``) is kept until the end."""
-        return self.work_dir / f"{op}.{role}"
 
     def trash(self) -> Path:
         return self.work_dir / "trash" / f"{os.getpid()}-{next(self._trash_names)}"
@@ -205,10 +207,9 @@ def realize(
     image: ImageRef,
     *,
     source: Staged | None = None,
-    keep: bool = False,
-    candidates: Sequence[Path] = (),
     known: ImageRef | None = None,
     other: ImageRef | None = None,
+    link_ok: bool = False,
 ) -> bool:
     """Make the path of ``record`` hold ``image``; do nothing if it does.
 
@@ -218,12 +219,13 @@ def realize(
         image: The pre-image (undo) or post-image (apply, redo).
         source: A staged file or folder holding ``image``, moved in when
             still there.
-        keep: Set a folder in the way aside as this op's ``pre`` (for a
-            fast undo) rather than in the trash.
-        candidates: Folders set aside earlier that may hold ``image``.
         known: What the path is known to hold (it was just captured): the
             disk is not asked.
         other: The operation's opposite image (see ``compare``).
+        link_ok: Restoring pre-images: a blob with no other name is linked
+            back (the very inode the file had, and no space needed, which
+            matters when undoing after ENOSPC) instead of copied; the caller
+            then runs ``unshare_pre_images``.
 
     Returns:
         True when something changed.
@@ -245,22 +247,19 @@ def realize(
         os.chmod(path, image.mode)
         return True
 
-    keep_as = ws.aside(record.op, "pre") if keep else None
     if image.kind == FILE:
         may_be_folder = known is None or known.kind in (DIR, TREE)
-        _place_file(
-            ws, record, path, image, source, keep_as if may_be_folder else False
-        )
+        _place_file(ws, record, path, image, source, may_be_folder, link_ok)
     elif image.kind == ABSENT:
-        _clear(ws, path, keep_as)
+        _clear(ws, path)
     elif image.kind == SYMLINK:
-        _place_symlink(ws, record, path, image, keep_as)
+        _place_symlink(ws, record, path, image)
     elif image.kind == DIR:
-        _clear(ws, path, keep_as)
+        _clear(ws, path)
         os.mkdir(path, 0o700)
         os.chmod(path, image.mode)
     else:
-        _place_tree(ws, record, path, image, source, keep_as, candidates)
+        _place_tree(ws, record, path, image, source, link_ok)
     return True
 
 
@@ -270,30 +269,26 @@ def _place_file(
     path: Path,
     image: ImageRef,
     source: Staged | None,
-    keep_as: Path | None | Literal[False],
+    may_be_folder: bool,
+    link_ok: bool,
 ) -> None:
-    """Put a file in place; ``keep_as`` False: the path is known to hold no
-    folder, so none is looked for."""
     if image.blob is None:
         raise ImageUnavailableError(path, image)
-    if keep_as is not False:
-        _clear_folder(ws, path, keep_as)
+    if may_be_folder and _is_folder(path):
+        _to_trash(ws, path)
     if source is not None and _move_in(source, path, image.mode):
         return
     tmp = ws.scratch(record.path, record.op, "tmp")
     _unlink_quietly(tmp)
-    fill_from_blob(ws.store, image.blob, tmp)
+    fill_from_blob(ws.store, image.blob, tmp, link_ok)
     os.chmod(tmp, image.mode)
     os.rename(tmp, path)
 
 
-def fill_from_blob(store: BlobStore, digest: str, dest: Path) -> None:
-    """Put blob ``digest``'s content at the new path ``dest``.
-
-    A blob with no other name is hard-linked (no copy); one already linked
-    somewhere is copied, so no two deployed paths share an inode.
-    """
-    if store.link_count(digest) == 1:
+def fill_from_blob(store: BlobStore, digest: str, dest: Path, link_ok: bool) -> None:
+    """Put blob ``digest``'s content at the new path ``dest``: a verified
+    copy, or with ``link_ok`` a hard link when the blob has no other name."""
+    if link_ok and store.link_count(digest) == 1:
         try:
             os.link(store.path_of(digest), dest)
             return
@@ -320,12 +315,13 @@ def _move_in(source: Staged, path: Path, mode: int) -> bool:
 
 
 def _place_symlink(
-    ws: Workspace, record: OpRecord, path: Path, image: ImageRef, keep_as: Path | None
+    ws: Workspace, record: OpRecord, path: Path, image: ImageRef
 ) -> None:
     tmp = ws.scratch(record.path, record.op, "tmp")
     _unlink_quietly(tmp)
     os.symlink(image.target or "", tmp)
-    _clear_folder(ws, path, keep_as)
+    if _is_folder(path):
+        _to_trash(ws, path)
     os.rename(tmp, path)
 
 
@@ -335,60 +331,48 @@ def _place_tree(
     path: Path,
     image: ImageRef,
     source: Staged | None,
-    keep_as: Path | None,
-    candidates: Sequence[Path],
+    link_ok: bool,
 ) -> None:
     listing = ws.listing(image.blob or "")
-    _clear(ws, path, keep_as)
-    ready = [source.path] if source is not None and _is_folder(source.path) else []
-    ready += [
-        c for c in candidates if _is_folder(c) and tree_matches(ws.store, c, listing)
-    ]
-    for folder in ready:
-        if _rename_quietly(folder, path):
-            return
+    _clear(ws, path)
+    staged = source is not None and _is_folder(source.path)
+    if staged and _rename_quietly(source.path, path):
+        return
 
     build = ws.scratch(record.path, record.op, "build")
     if os.path.lexists(build):
         remove_tree(build)
     build_tree(
-        ws.store,
         listing,
         build,
-        lambda digest, dest: fill_from_blob(ws.store, digest, dest),
+        lambda digest, dest: fill_from_blob(ws.store, digest, dest, link_ok),
     )
     os.rename(build, path)
 
 
-def _clear(ws: Workspace, path: Path, keep_as: Path | None) -> None:
-    """Remove whatever is at ``path``; a folder goes aside or to the trash."""
+def _clear(ws: Workspace, path: Path) -> None:
+    """Remove whatever is at ``path``; a folder goes to the trash."""
     try:
         info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return
     if stat.S_ISDIR(info.st_mode):
-        _set_aside(ws, path, keep_as)
+        _to_trash(ws, path)
     else:
         os.unlink(path)
 
 
-def _clear_folder(ws: Workspace, path: Path, keep_as: Path | None) -> None:
-    """Set aside a folder at ``path``; files are replaced by rename instead."""
-    if _is_folder(path):
-        _set_aside(ws, path, keep_as)
-
-
-def _set_aside(ws: Workspace, path: Path, keep_as: Path | None) -> None:
+def _to_trash(ws: Workspace, path: Path) -> None:
     """Move a folder out of the tree with one rename.
 
     Its content is in the store already (it is an image of a journaled
     operation), so when the work folder is on another filesystem the folder
     is simply removed.
     """
-    dest = keep_as or ws.trash()
+    dest = ws.trash()
+    while os.path.lexists(dest):  # left by an earlier process with our pid
+        dest = ws.trash()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(dest):
-        remove_tree(dest)
     try:
         os.rename(path, dest)
     except OSError as exc:
@@ -443,8 +427,7 @@ def undo_all(
     """
     changed = 0
     for done, record in enumerate(reversed(records), 1):
-        aside = [ws.aside(record.op, "pre")]
-        if realize(ws, record, record.pre, candidates=aside, other=record.post):
+        if realize(ws, record, record.pre, other=record.post, link_ok=True):
             changed += 1
             logger.debug(
                 "transaction %s: undid op %d on %s", ws.tx, record.op, record.path
@@ -463,13 +446,73 @@ def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
     """
     changed = 0
     for record in records:
-        if realize(ws, record, record.post, keep=True, other=record.pre):
+        if realize(ws, record, record.post, other=record.pre):
             changed += 1
             logger.debug(
                 "transaction %s: redid op %d on %s", ws.tx, record.op, record.path
             )
         crashpoint(step)
     return changed
+
+
+def unshare_pre_images(ws: Workspace, records: Iterable[OpRecord]) -> int:
+    """Give the store its own copy of every pre-image the tree now holds.
+
+    A pre-image is captured by hard-linking the file about to be replaced,
+    and undoing links it back; once the transaction ends with that file in
+    the tree (rolled back, aborted), file and blob would share an inode
+    (see the module doc). The blob's name gets a private copy instead, so
+    the tree keeps its very inode. When the copy cannot be made (the disk
+    that made the transaction fail is still full), the sharing stays, with
+    a WARNING: the rollback itself matters more. Run before the final sync:
+    a copy whose data were lost would leave a wrong blob.
+
+    Returns:
+        How many blobs were copied.
+    """
+    copied = 0
+    for record in records:
+        for path, digest in _pre_files(ws, record):
+            try:
+                info = os.lstat(path)
+                blob = os.stat(ws.store.path_of(digest))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if (info.st_ino, info.st_dev) != (blob.st_ino, blob.st_dev):
+                continue
+            try:
+                replace_with_copy(ws.store, digest)
+            except OSError as exc:
+                logger.warning(
+                    "%s shares its inode with blob %s (a private copy failed: %s); "
+                    "an edit in place would change the stored image",
+                    path,
+                    digest,
+                    exc,
+                )
+                continue
+            copied += 1
+    return copied
+
+
+def _pre_files(ws: Workspace, record: OpRecord) -> Iterator[tuple[Path, str]]:
+    pre, path = record.pre, ws.tree / record.path
+    if pre.kind == FILE and pre.blob:
+        yield path, pre.blob
+    elif pre.kind == TREE and pre.blob:
+        for entry in ws.listing(pre.blob):
+            if entry.kind == FILE and entry.blob:
+                yield path / entry.relpath, entry.blob
+
+
+def replace_with_copy(store: BlobStore, digest: str) -> None:
+    """Replace the store's name for ``digest`` with a private copy (no fsync)."""
+    final = store.path_of(digest)
+    tmp = final.with_name(f".{final.name}.unshare")
+    _unlink_quietly(tmp)
+    store.copy_to(digest, tmp)
+    os.chmod(tmp, 0o444)
+    os.rename(tmp, final)
 
 
 def remove_scratch(ws: Workspace, records: Iterable[OpRecord]) -> None:
@@ -488,7 +531,7 @@ def remove_scratch(ws: Workspace, records: Iterable[OpRecord]) -> None:
 
 
 def discard_work_dir(ws: Workspace) -> None:
-    """Remove the transaction's folders set aside and its trash."""
+    """Remove the transaction's trash."""
     if os.path.lexists(ws.work_dir):
         remove_tree(ws.work_dir)
 

@@ -9,7 +9,7 @@ Rules:
   symlinks included.
 - A transaction with ``CommitDecided`` is rolled forward: every operation's
   post-image is checked on disk and redone from the store where missing,
-  then the folders set aside are removed.
+  then the replaced folders are removed.
 - An operator may force a direction (``journal replay``); it is journaled in
   ``RecoveryStarted``, and a later recovery of the same transaction keeps
   the direction last started, so a crash during recovery followed by
@@ -44,6 +44,7 @@ from engine.placement import (
     remove_scratch,
     sync_filesystems,
     undo_all,
+    unshare_pre_images,
 )
 from engine.trees import remove_tree
 from journal import BlobStore, Journal, TxState
@@ -130,7 +131,7 @@ def recover(
         recover_tx(journal, store, root, state.tx, services=services, work_dir=work_dir)
         for state in journal.state.unfinished()
     ]
-    sweep_work_dirs(journal, _work_dir(store, work_dir))
+    sweep_work_dirs(journal, store, _work_dir(store, work_dir))
     return outcomes
 
 
@@ -192,6 +193,7 @@ def _restore_files(
     try:
         if way == "back":
             changed = undo_all(ws, intents, "recovery.undo.op")
+            unshare_pre_images(ws, intents)
         else:
             changed = redo_all(ws, intents, "recovery.redo.op")
         remove_scratch(ws, intents)
@@ -254,18 +256,22 @@ def intents_of(records: list[tuple[int, Any]]) -> list[OpIntended]:
     return [by_op[op] for op in sorted(by_op)]
 
 
-def sweep_work_dirs(journal: Journal, work_dir: Path) -> None:
-    """Remove work folders of transactions that have ended (crash leftovers)."""
-    if not work_dir.is_dir():
-        return
-    for entry in os.scandir(work_dir):
-        state = journal.state.txs.get(entry.name)
-        if state is not None and state.status in UNFINISHED:
-            continue
-        logger.debug("removing the leftover work folder %s", entry.path)
-        remove_tree(Path(entry.path)) if entry.is_dir(
-            follow_symlinks=False
-        ) else os.unlink(entry.path)
+def sweep_work_dirs(journal: Journal, store: BlobStore, work_dir: Path) -> None:
+    """Remove what crashed runs left: work folders of transactions that have
+    ended, and temporary copies in the blob store (the lock is held, so no
+    other process is writing them)."""
+    if work_dir.is_dir():
+        for entry in os.scandir(work_dir):
+            state = journal.state.txs.get(entry.name)
+            if state is not None and state.status in UNFINISHED:
+                continue
+            logger.debug("removing the leftover work folder %s", entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(Path(entry.path))
+            else:
+                os.unlink(entry.path)
+    for leftover in (Path(store.root) / "tmp").glob("*.copy"):
+        leftover.unlink()
 
 
 def _work_dir(store: BlobStore, work_dir: Path | None) -> Path:

@@ -11,30 +11,39 @@ new one. Its steps, each ending in a durable state a crash may stop in:
    nothing is written. ``check_space``: every filesystem that will be
    written (blob store and journal, staging, tree) has room, with a margin.
 3. ``prepare``: stage and capture.
-   - Post-images: each staged file is hashed and hard-linked into the blob
-     store (a second name for the same inode, no copy); a staged folder
-     becomes a tree listing whose files are linked the same way.
+   - Post-images: each staged file is hashed and copied into the blob store
+     in one read; a staged folder becomes a tree listing whose files are
+     stored the same way. The store keeps a private copy because the staged
+     file itself moves into the tree (see "shared inodes" below).
    - Pre-images: each file about to be replaced or deleted is hashed and
      hard-linked into the store (a folder: all its files plus a listing).
      Linking, unlike a copy, costs no data write; the tree's file is then
      replaced by rename, never written in place, so the store's name keeps
-     the old bytes.
+     the old bytes and becomes the only one. Post-images are stored first,
+     so a file that stays (its pre-image equals its post-image) finds its
+     blob already there and is not linked.
    - One ``syncfs(2)`` per filesystem makes every staged byte, blob and name
      durable at once, instead of one fsync per file (dpkg's per-file fsync
      turned a 5 s install into 76 s).
    - Every ``OpIntended`` record (path, pre-image, post-image) goes to the
      journal in one group commit. From here on recovery can undo anything.
 4. ``apply``: each post-image is put in place with ``rename(2)``: the staged
-   file or folder itself when it is on the tree's filesystem, else a copy or
-   link of the blob at a scratch name beside the target, renamed over it. A
-   replaced folder moves aside into ``<state>/txn/<tx>/`` (one rename) until
-   the end. Then one ``syncfs`` per filesystem makes every rename, and so
-   every touched folder, durable, and the ``OpApplied`` records follow in
-   one group commit.
+   file or folder itself when it is on the tree's filesystem, else a copy of
+   the blob at a scratch name beside the target, renamed over it. A replaced
+   folder moves out of the tree into ``<state>/txn/<tx>/`` with one rename.
+   Then one ``syncfs`` per filesystem makes every rename, and so every
+   touched folder, durable, and the ``OpApplied`` records follow in one
+   group commit.
 5. ``decide``: ``CommitDecided``, the point of no return. The upgrade
    pipeline journals its own steps (services started, health verdict)
    between ``apply`` and ``decide``.
-6. ``commit``: the folders set aside are removed, then ``Committed``.
+6. ``commit``: the replaced folders are removed, then ``Committed``.
+
+Shared inodes: no deployed file shares its inode with a blob once the
+transaction has ended, or an edit in place of the file would silently
+change the stored image. Pre-images are links only until their file is
+replaced; a rollback links them back (no space needed, the very inode
+returns) and then gives the store a private copy (``engine.placement``).
 
 Where the point of no return lies, and why: after the placement, not
 before it. The health gate runs on the placed files, and when it fails the
@@ -47,9 +56,9 @@ forward: it finishes the cleanup and redoes, from the stored post-image,
 any operation whose result is not on disk (``engine.placement``).
 
 Durability calls per transaction do not grow with the number of files:
-five journal fsyncs (begun, intents, applied, decided, committed) and three
-rounds of one ``syncfs`` per filesystem (prepare, apply, and rollback when
-there is one). Every call goes through ``journal.fsio``.
+five journal fsyncs (begun, intents, applied, decided, committed) and two
+rounds of one ``syncfs`` per filesystem (prepare, apply; a rollback adds
+one). Every call goes through ``journal.fsio``.
 
 A failure while applying (ENOSPC, EACCES, EROFS, EBUSY, any error) rolls
 every operation back at once and raises ``PlacementFailedError`` (a
@@ -107,10 +116,11 @@ from engine.placement import (
     remove_scratch,
     sync_filesystems,
     undo_all,
+    unshare_pre_images,
 )
 from engine.progress import Progress, ProgressEvent
 from engine.space import SpaceNeed, check_free_space, filesystem_id
-from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, store_file, walk
+from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, store_copy, store_file, walk
 from journal import BlobInfo, BlobStore, Journal
 from journal.crashpoints import crashpoint
 from journal.records import (
@@ -265,7 +275,7 @@ class Transaction:
             from_version: The version deployed before.
             to_version: The version it installs.
             strategy: ``full`` or ``patch``, for the record.
-            work_dir: Where folders are set aside (default ``<store>/../txn``).
+            work_dir: Where replaced folders go (default ``<store>/../txn``).
 
         Returns:
             The transaction, in phase ``begun``.
@@ -415,27 +425,19 @@ class Transaction:
     def _capture_images(self) -> None:
         """Fill in every planned op's pre-image and post-image.
 
-        Large files are hashed on a few threads (hashlib and ``read`` release
-        the GIL) while the main thread stores the small ones, for which
-        threads would only contend for the GIL.
+        Post-images first, as private copies; then pre-images, by hard
+        link. A pre-image equal to a post-image then finds its blob already
+        stored and is not linked: the file it names may stay in the tree
+        (an unchanged file), and must not share its inode with the store.
         """
-        jobs: list[_StoreJob] = []
+        posts: list[_StoreJob] = []
+        pres: list[_StoreJob] = []
         finish: list[Callable[[], None]] = []
         for planned in self._planned:
-            _capture_post(self._store, planned, jobs, finish)
-            _capture_pre(self._store, self.tree, planned, jobs, finish)
-        store = self._store
-        with ThreadPoolExecutor(_HASH_THREADS) as pool:
-            large = [
-                (pool.submit(store_file, store, job.path), job.done)
-                for job in jobs
-                if job.size >= _THREADED_BYTES
-            ]
-            for job in jobs:
-                if job.size < _THREADED_BYTES:
-                    job.done(store_file(store, job.path))
-            for future, done in large:
-                done(future.result())
+            _capture_post(self._store, planned, posts, finish)
+            _capture_pre(self._store, self.tree, planned, pres, finish)
+        _store_all(self._store, posts, store_copy)
+        _store_all(self._store, pres, store_file)
         for step in finish:
             step()
 
@@ -463,7 +465,6 @@ class Transaction:
                     current,
                     current.post,
                     source=current.staged(),
-                    keep=True,
                     known=current.pre,
                 )
                 crashpoint("tx.apply.op")
@@ -507,7 +508,7 @@ class Transaction:
         self._phase = DECIDED
 
     def commit(self, version: str | None = None) -> None:
-        """Decide (unless done), remove what was set aside, journal ``Committed``.
+        """Decide (unless done), remove replaced folders, journal ``Committed``.
 
         Args:
             version: The version now deployed (recorded in the journal).
@@ -538,6 +539,7 @@ class Transaction:
 
     def _undo(self, reason: str) -> None:
         undo_all(self._ws, self._planned, "tx.undo.op")
+        unshare_pre_images(self._ws, self._planned)
         remove_scratch(self._ws, self._planned)
         sync_filesystems(self._filesystems())
         crashpoint("tx.undo.synced")
@@ -550,6 +552,9 @@ class Transaction:
     def abort(self, reason: str) -> None:
         """Journal ``Aborted``: the transaction ends before changing anything."""
         self._require((BEGUN, PLANNED, PREPARED), "abort")
+        if self._phase == PREPARED:
+            unshare_pre_images(self._ws, self._planned)
+            sync_filesystems(self._filesystems())
         discard_work_dir(self._ws)
         self._journal.append(Aborted(tx=self.id, reason=reason, at=time.time()))
         crashpoint("tx.aborted")
@@ -600,6 +605,27 @@ def _report(progress: Progress | None, step: str, count: int, seconds: float) ->
 
 
 # -- capturing images --------------------------------------------------------
+
+
+def _store_all(
+    store: BlobStore,
+    jobs: list[_StoreJob],
+    put: Callable[[BlobStore, Path], BlobInfo],
+) -> None:
+    """Store every job's file with ``put``: large files on a few threads
+    (hashlib and ``read`` release the GIL) while the main thread does the
+    small ones, for which threads would only contend for the GIL."""
+    with ThreadPoolExecutor(_HASH_THREADS) as pool:
+        large = [
+            (pool.submit(put, store, job.path), job.done)
+            for job in jobs
+            if job.size >= _THREADED_BYTES
+        ]
+        for job in jobs:
+            if job.size < _THREADED_BYTES:
+                job.done(put(store, job.path))
+        for future, done in large:
+            done(future.result())
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import BadInputError
-from journal import BlobInfo, BlobStore, TreeEntry
+from journal import BlobInfo, BlobStore, TreeEntry, fsio
 from journal.blobs import CHUNK
 
 FILE = "file"
@@ -114,16 +115,18 @@ _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES, errno.ENOTSUP)
 
 
 def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
-    """Put a file into the blob store by hard link, without fsync.
+    """Put a file about to be replaced into the blob store by hard link.
 
-    The fast path of ``BlobStore.put_path(link=True, sync=False)``: the file
-    is hashed through one descriptor, then linked straight to its digest's
-    name (``store.path_of``), with no temporary name. That is a quarter of
-    the system calls, which matters for 10,000 small files. The caller makes
-    the names durable (one ``syncfs``). Whatever is unusual falls back to
-    ``put_path``: another filesystem (copy), a blob already there with
-    another size (an earlier copy that lost its data), or a file replaced
-    between hashing and linking (the linked inode is checked).
+    For pre-images: the file is hashed through one descriptor, then linked
+    straight to its digest's name (``store.path_of``), with no temporary
+    name and no fsync (the caller makes the names durable with one
+    ``syncfs``): a quarter of the system calls of ``BlobStore.put_path``,
+    which matters for 10,000 small files. The caller must replace or remove
+    the file afterwards (see ``engine.placement`` on shared inodes). What is
+    unusual falls back to ``put_path``: another filesystem (copy), a blob
+    already there with another size (an earlier copy that lost its data), or
+    a file replaced between hashing and linking (the linked inode is
+    checked).
     """
     path = os.fspath(path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -151,6 +154,61 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
         os.unlink(final)
         return store.put_path(path, link=True, sync=False)
     return BlobInfo(digest, info.st_size)
+
+
+_copy_names = itertools.count()
+
+
+def store_copy(store: BlobStore, path: Path | str) -> BlobInfo:
+    """Put a private copy of a file into the blob store, hashing on the way.
+
+    For post-images, whose file is moved into the tree and must not share
+    its inode with the store. The copy is written under a temporary name
+    and renamed to its digest's name (dropped when the blob exists with the
+    same size), without fsync: the caller syncs the filesystem once. One
+    read of the source serves both the hash and the copy.
+    """
+    tmp = store.root / "tmp" / f"{os.getpid()}-{next(_copy_names)}.copy"
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    except FileNotFoundError:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    hasher, size = hashlib.sha256(), 0
+    try:
+        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            while chunk := os.read(source, CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+                _write_all(out, chunk)
+        finally:
+            os.close(source)
+    except BaseException:
+        os.close(out)
+        os.unlink(tmp)
+        raise
+    os.close(out)
+    fsio.note_write(tmp)
+    return _settle_copy(store, tmp, BlobInfo(hasher.hexdigest(), size))
+
+
+def _settle_copy(store: BlobStore, tmp: Path, info: BlobInfo) -> BlobInfo:
+    final = store.path_of(info.digest)
+    try:
+        if os.stat(final).st_size == info.size:
+            os.unlink(tmp)
+            return info
+    except FileNotFoundError:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(tmp, final)
+    return info
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _link_new(path: str, final: Path) -> None:
@@ -235,10 +293,7 @@ def _entry_matches(
 
 
 def build_tree(
-    store: BlobStore,
-    listing: list[TreeEntry],
-    dest: Path,
-    place_file: Callable[[str, Path], None],
+    listing: list[TreeEntry], dest: Path, copy_blob: Callable[[str, Path], object]
 ) -> None:
     """Create the tree ``listing`` describes at ``dest`` (which must not exist).
 
@@ -246,11 +301,10 @@ def build_tree(
     first, so a read-only folder can still be filled.
 
     Args:
-        store: Where the file contents are.
         listing: The tree listing.
         dest: The folder to create.
-        place_file: Called with a file's digest and destination path; puts
-            the content there (by link or copy).
+        copy_blob: Called with a file's digest and destination path; puts a
+            copy of the content there (``BlobStore.copy_to``).
     """
     folders: list[tuple[Path, int]] = []
     for entry in sorted(listing, key=lambda entry: entry.relpath):
@@ -261,7 +315,7 @@ def build_tree(
         elif entry.kind == SYMLINK:
             os.symlink(entry.target or "", path)
         else:
-            place_file(entry.blob or "", path)
+            copy_blob(entry.blob or "", path)
             os.chmod(path, entry.mode)
     for path, mode in reversed(folders):
         os.chmod(path, mode)

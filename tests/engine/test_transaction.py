@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+from journal.verify import verify_journal
 from txdeploy import Deployment
 
 from engine.errors import BadInputError, RefusedError, RolledBackError
@@ -18,7 +19,7 @@ from engine.ops import (
     WrongKindError,
 )
 from engine.paths import LinkTargetEscapeError, RootPathError, SymlinkInPathError
-from engine.placement import redo_all, undo_all
+from engine.placement import DIFFERENT, compare, redo_all, undo_all
 from engine.recovery import intents_of
 
 
@@ -293,3 +294,47 @@ def test_prepare_journals_every_intent_with_images(dep):
     assert by_path["lib"].kind == "make_dir"
     for digest in (by_path["a.txt"].pre.blob, by_path["a.txt"].post.blob):
         dep.store.verify(digest)
+
+
+def shared_inodes(dep: Deployment) -> list[str]:
+    """Deployed files whose inode is also a blob's."""
+    store = {
+        (info.st_dev, info.st_ino)
+        for path in dep.store.root.rglob("*")
+        if path.is_file() and (info := path.stat())
+    }
+    return [
+        str(path.relative_to(dep.tree))
+        for path in dep.tree.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and (path.stat().st_dev, path.stat().st_ino) in store
+    ]
+
+
+@pytest.mark.parametrize("ending", ["commit", "roll_back", "abort"])
+def test_transaction_end_leaves_no_file_sharing_inode_with_store(dep, ending):
+    """An edit in place of a deployed file must never reach a stored image."""
+    dep.write("same.txt", "unchanged\n")
+    dep.write("same.txt", "unchanged\n", staged=True)
+    ops = [*every_kind(dep), Op.put_file("same.txt", source=dep.staging / "same.txt")]
+    tx = dep.begin()
+    tx.plan(ops)
+    tx.prepare()
+    if ending == "abort":
+        tx.abort("test")
+    else:
+        tx.apply()
+        getattr(tx, ending)(*(() if ending == "commit" else ("test",)))
+    assert shared_inodes(dep) == []
+
+
+def test_edit_in_place_after_commit_is_drift_not_a_changed_image(dep):
+    tx = run(dep, every_kind(dep))
+    tx.commit()
+    with open(dep.tree / "a.txt", "a") as file:
+        file.write("edited by hand\n")
+
+    post = next(p.post for p in tx.planned if p.path == "a.txt")
+    assert compare(tx._ws, dep.tree / "a.txt", post) == DIFFERENT
+    verify_journal(dep.root / ".updock" / "journal", dep.store)

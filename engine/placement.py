@@ -455,33 +455,36 @@ def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
     return changed
 
 
-def unshare_pre_images(ws: Workspace, records: Iterable[OpRecord]) -> int:
+def unshare_pre_images(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
     """Give the store its own copy of every pre-image the tree now holds.
 
     A pre-image is captured by hard-linking the file about to be replaced,
     and undoing links it back; once the transaction ends with that file in
     the tree (rolled back, aborted), file and blob would share an inode
     (see the module doc). The blob's name gets a private copy instead, so
-    the tree keeps its very inode. When the copy cannot be made (the disk
-    that made the transaction fail is still full), the sharing stays, with
-    a WARNING: the rollback itself matters more. Run before the final sync:
-    a copy whose data were lost would leave a wrong blob.
+    the tree keeps its very inode. Copies are written first, made durable
+    with one sync, and only then renamed over the blobs' names: a power cut
+    can never leave a name pointing at lost data. When a copy cannot be
+    made (the disk that failed the transaction is still full), the sharing
+    stays, with a WARNING: the rollback itself matters more.
+
+    Args:
+        ws: The transaction's workspace.
+        records: Its operations.
+        step: The crash-point name passed once the copies are durable.
 
     Returns:
-        How many blobs were copied.
+        How many blobs got a private copy.
     """
-    copied = 0
+    copies: list[tuple[Path, Path]] = []
     for record in records:
         for path, digest in _pre_files(ws, record):
-            try:
-                info = os.lstat(path)
-                blob = os.stat(ws.store.path_of(digest))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if (info.st_ino, info.st_dev) != (blob.st_ino, blob.st_dev):
+            if not _shares_inode(ws.store, path, digest):
                 continue
             try:
-                replace_with_copy(ws.store, digest)
+                copies.append(
+                    (copy_blob_aside(ws.store, digest), ws.store.path_of(digest))
+                )
             except OSError as exc:
                 logger.warning(
                     "%s shares its inode with blob %s (a private copy failed: %s); "
@@ -490,9 +493,22 @@ def unshare_pre_images(ws: Workspace, records: Iterable[OpRecord]) -> int:
                     digest,
                     exc,
                 )
-                continue
-            copied += 1
-    return copied
+    if not copies:
+        return 0
+    sync_filesystems([ws.store.root])
+    crashpoint(step)
+    for tmp, final in copies:
+        os.rename(tmp, final)
+    return len(copies)
+
+
+def _shares_inode(store: BlobStore, path: Path, digest: str) -> bool:
+    try:
+        info = os.lstat(path)
+        blob = os.stat(store.path_of(digest))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return (info.st_ino, info.st_dev) == (blob.st_ino, blob.st_dev)
 
 
 def _pre_files(ws: Workspace, record: OpRecord) -> Iterator[tuple[Path, str]]:
@@ -505,14 +521,44 @@ def _pre_files(ws: Workspace, record: OpRecord) -> Iterator[tuple[Path, str]]:
                 yield path / entry.relpath, entry.blob
 
 
-def replace_with_copy(store: BlobStore, digest: str) -> None:
-    """Replace the store's name for ``digest`` with a private copy (no fsync)."""
+def copy_blob_aside(store: BlobStore, digest: str) -> Path:
+    """Copy blob ``digest`` to a temporary name beside it (no fsync).
+
+    The copy is made in the kernel (``copy_file_range(2)``), unverified: its
+    source is the file hashed when the pre-image was captured.
+
+    Returns:
+        The copy's path, to be renamed over the blob's name once durable.
+    """
     final = store.path_of(digest)
-    tmp = final.with_name(f".{final.name}.unshare")
+    tmp = Path(store.root) / "tmp" / f"{digest}.unshare"
+    tmp.parent.mkdir(exist_ok=True)
     _unlink_quietly(tmp)
-    store.copy_to(digest, tmp)
-    os.chmod(tmp, 0o444)
-    os.rename(tmp, final)
+    source = os.open(final, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            _copy_all(source, out, os.fstat(source).st_size)
+        finally:
+            os.close(out)
+    finally:
+        os.close(source)
+    fsio.note_write(tmp)
+    return tmp
+
+
+def _copy_all(source: int, out: int, size: int) -> None:
+    copied = 0
+    while copied < size:
+        try:
+            done = os.copy_file_range(source, out, size - copied)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            done = os.write(out, os.read(source, 1024 * 1024))
+        if done == 0:
+            break
+        copied += done
 
 
 def remove_scratch(ws: Workspace, records: Iterable[OpRecord]) -> None:

@@ -22,8 +22,8 @@ services come back up is retried by the next recovery.
 
 Crash points: ``recovery.started``, ``recovery.decided`` (forced forward),
 ``recovery.undo.op`` / ``recovery.redo.op`` (after each operation),
-``recovery.synced``, ``recovery.services``, ``recovery.ended``,
-``recovery.finished``.
+``recovery.unshared``, ``recovery.synced``, ``recovery.services``,
+``recovery.ended``, ``recovery.finished``.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _restore_files(
     try:
         if way == "back":
             changed = undo_all(ws, intents, "recovery.undo.op")
-            unshare_pre_images(ws, intents)
+            unshare_pre_images(ws, intents, "recovery.unshared")
         else:
             changed = redo_all(ws, intents, "recovery.redo.op")
         remove_scratch(ws, intents)
@@ -270,8 +270,9 @@ def sweep_work_dirs(journal: Journal, store: BlobStore, work_dir: Path) -> None:
                 remove_tree(Path(entry.path))
             else:
                 os.unlink(entry.path)
-    for leftover in (Path(store.root) / "tmp").glob("*.copy"):
-        leftover.unlink()
+    for pattern in ("*.copy", "*.unshare"):
+        for leftover in (Path(store.root) / "tmp").glob(pattern):
+            leftover.unlink()
 
 
 def _work_dir(store: BlobStore, work_dir: Path | None) -> Path:

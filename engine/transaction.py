@@ -71,7 +71,8 @@ Crash points (``journal.crashpoints``) mark each durable step:
 ``tx.prepare.journaled``, ``tx.apply.op`` (after each operation),
 ``tx.apply.synced``, ``tx.apply.journaled``, ``tx.decided``,
 ``tx.finish.cleaned``, ``tx.committed``, and when rolling back
-``tx.undo.op``, ``tx.undo.synced``, ``tx.rolled_back``, ``tx.aborted``.
+``tx.undo.op``, ``tx.undo.unshared``, ``tx.undo.synced``,
+``tx.rolled_back``, ``tx.abort.unshared``, ``tx.aborted``.
 """
 
 from __future__ import annotations
@@ -539,7 +540,7 @@ class Transaction:
 
     def _undo(self, reason: str) -> None:
         undo_all(self._ws, self._planned, "tx.undo.op")
-        unshare_pre_images(self._ws, self._planned)
+        unshare_pre_images(self._ws, self._planned, "tx.undo.unshared")
         remove_scratch(self._ws, self._planned)
         sync_filesystems(self._filesystems())
         crashpoint("tx.undo.synced")
@@ -553,7 +554,7 @@ class Transaction:
         """Journal ``Aborted``: the transaction ends before changing anything."""
         self._require((BEGUN, PLANNED, PREPARED), "abort")
         if self._phase == PREPARED:
-            unshare_pre_images(self._ws, self._planned)
+            unshare_pre_images(self._ws, self._planned, "tx.abort.unshared")
             sync_filesystems(self._filesystems())
         discard_work_dir(self._ws)
         self._journal.append(Aborted(tx=self.id, reason=reason, at=time.time()))

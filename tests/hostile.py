@@ -21,6 +21,7 @@ fields.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import io
@@ -275,7 +276,10 @@ def write_release(
         "signature": package_signature(digest, key) if key else "",
     }
     if kind == "patch":
-        entry["operations"] = operations if operations is not None else GOOD_OPS
+        # A deep copy: edits of one case must never leak into the shared default.
+        entry["operations"] = copy.deepcopy(
+            operations if operations is not None else GOOD_OPS
+        )
         if from_version:
             entry["from_version"] = from_version
     default_version = PATCH_VERSION if kind == "patch" else FULL_VERSION
@@ -284,8 +288,8 @@ def write_release(
         "release_date": "2030-01-01T00:00:00Z",
         "release_notes": "hostile",
         "platforms" if kind == "full" else "patch": {
-            "x86_64": dict(entry),
-            "aarch64": dict(entry),
+            "x86_64": copy.deepcopy(entry),
+            "aarch64": copy.deepcopy(entry),
         },
     }
     if edit is not None:

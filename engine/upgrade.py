@@ -611,6 +611,11 @@ class _Run:
                 logger.warning(
                     "upgrade %s committed, but its old image tags stay: %s", tx.id, exc
                 )
+            # No transaction is being prepared now: the journal may drop what
+            # only older transactions needed (it keeps this one's pre-images,
+            # which 'upgrade rollback' restores, and every listed backup).
+            compaction = self.journal.compact(self.store)
+            logger.debug("after %s: %s", tx.id, compaction)
         logger.info(
             "upgrade %s committed: %s -> %s",
             tx.id,

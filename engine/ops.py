@@ -220,7 +220,7 @@ class PlannedOp:
         """The staged source, for ``engine.placement.realize``."""
         return None if self.source is None else Staged(self.source, self.source_mode)
 
-    def record(self, tx: str, at: float) -> OpIntended:
+    def record(self, tx: str, planned: int, at: float) -> OpIntended:
         return OpIntended(
             tx=tx,
             op=self.op,
@@ -228,6 +228,7 @@ class PlannedOp:
             path=self.path,
             pre=self.pre,
             post=self.post,
+            planned=planned,
             at=at,
         )
 

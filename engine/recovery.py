@@ -270,7 +270,7 @@ def sweep_work_dirs(journal: Journal, store: BlobStore, work_dir: Path) -> None:
                 remove_tree(Path(entry.path))
             else:
                 os.unlink(entry.path)
-    for pattern in ("*.copy", "*.unshare"):
+    for pattern in ("*.copy", "*.unshare", "*.relink"):
         for leftover in (Path(store.root) / "tmp").glob(pattern):
             leftover.unlink()
 

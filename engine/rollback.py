@@ -209,8 +209,9 @@ def replay_forward(
     """Finish an unfinished transaction by rolling it forward.
 
     Raises:
-        ReplayRefusedError: the transaction has ended, or a post-image is
-            missing from the store (its staging folder may be gone).
+        ReplayRefusedError: the transaction has ended, not all its
+            operations were journaled (it stopped before its last batch), or
+            a post-image is missing from the store.
     """
     state = _known(journal, tx)
     _refuse_unless(
@@ -220,6 +221,14 @@ def replay_forward(
         f"it has already ended ({state.status})",
     )
     intents = intents_of(journal.tx_records(tx))
+    planned = max((intent.planned for intent in intents), default=0)
+    _refuse_unless(
+        bool(intents) and len(intents) >= planned,
+        tx,
+        "roll forward",
+        f"only {len(intents)} of its {planned or 'unknown number of'} operations "
+        "were journaled; the rest of its plan is not recorded",
+    )
     _refuse_missing_blobs(store, tx, "roll forward", [i.post for i in intents])
     return recover_tx(
         journal,

@@ -10,27 +10,31 @@ new one. Its steps, each ending in a durable state a crash may stop in:
 2. ``plan``: every path is checked (``engine.ops``, ``engine.paths``);
    nothing is written. ``check_space``: every filesystem that will be
    written (blob store and journal, staging, tree) has room, with a margin.
-3. ``prepare``: stage and capture.
-   - Post-images: each staged file is hashed and copied into the blob store
-     in one read; a staged folder becomes a tree listing whose files are
-     stored the same way. The store keeps a private copy because the staged
-     file itself moves into the tree (see "shared inodes" below).
-   - Pre-images: each file about to be replaced or deleted is hashed and
-     hard-linked into the store (a folder: all its files plus a listing).
-     Linking, unlike a copy, costs no data write; the tree's file is then
-     replaced by rename, never written in place, so the store's name keeps
-     the old bytes and becomes the only one. Post-images are stored first,
-     so a file that stays (its pre-image equals its post-image) finds its
-     blob already there and is not linked.
-   - One ``syncfs(2)`` per filesystem makes every staged byte, blob and name
-     durable at once, instead of one fsync per file (dpkg's per-file fsync
-     turned a 5 s install into 76 s).
-   - Every ``OpIntended`` record (path, pre-image, post-image) goes to the
-     journal in one group commit. From here on recovery can undo anything.
-4. ``apply``: each post-image is put in place with ``rename(2)``: the staged
-   file or folder itself when it is on the tree's filesystem, else a copy of
-   the blob at a scratch name beside the target, renamed over it. A replaced
-   folder moves out of the tree into ``<state>/txn/<tx>/`` with one rename.
+3. ``prepare``: stage. Each staged file is hashed and copied into the blob
+   store in one read (a staged folder becomes a tree listing whose files
+   are stored the same way); the store keeps a private copy because the
+   staged file itself moves into the tree. One ``syncfs(2)`` per
+   filesystem makes every staged byte and blob durable at once, instead
+   of one fsync per file (dpkg's per-file fsync turned a 5 s install into
+   76 s).
+4. ``apply``, batch by batch (at most ``BATCH_OPS`` operations and
+   ``BATCH_BYTES`` of pre-images each):
+   - capture the batch's pre-images: each file about to be replaced or
+     deleted is hashed and hard-linked into the store (a folder: all its
+     files plus a listing). Linking, unlike a copy, costs no data write;
+     the tree's file is then replaced by rename, never written in place, so
+     the store's name keeps the old bytes and becomes the only one. A file
+     whose pre-image equals its post-image (it stays) finds its blob stored
+     already and is not linked;
+   - one ``syncfs`` makes the links durable, then the batch's
+     ``OpIntended`` records (path, pre-image, post-image, and how many
+     operations the transaction has in all) go to the journal in one group
+     commit. From here recovery can undo the batch;
+   - each post-image is put in place with ``rename(2)``: the staged file or
+     folder itself when it is on the tree's filesystem, else a copy of the
+     blob at a scratch name beside the target, renamed over it. A replaced
+     folder moves out of the tree into ``<state>/txn/<tx>/`` with one
+     rename.
    Then one ``syncfs`` per filesystem makes every rename, and so every
    touched folder, durable, and the ``OpApplied`` records follow in one
    group commit.
@@ -39,11 +43,15 @@ new one. Its steps, each ending in a durable state a crash may stop in:
    between ``apply`` and ``decide``.
 6. ``commit``: the replaced folders are removed, then ``Committed``.
 
-Shared inodes: no deployed file shares its inode with a blob once the
-transaction has ended, or an edit in place of the file would silently
-change the stored image. Pre-images are links only until their file is
-replaced; a rollback links them back (no space needed, the very inode
-returns) and then gives the store a private copy (``engine.placement``).
+Shared inodes: no deployed file keeps its inode shared with a blob once
+the transaction has ended, or an edit in place of the file would silently
+change the stored image. Post-images are private copies; pre-images are
+links only until their file is replaced; restores copy. A rollback gives a
+private copy to every captured pre-image whose file was never replaced,
+which batching bounds to one batch of files. (After a crash between a
+batch's capture and its intents, that batch's links are unknown to
+recovery; the blobs are unreferenced, and the store never trusts a blob
+with a second name: see ``engine.trees``.)
 
 Where the point of no return lies, and why: after the placement, not
 before it. The health gate runs on the placed files, and when it fails the
@@ -56,9 +64,9 @@ forward: it finishes the cleanup and redoes, from the stored post-image,
 any operation whose result is not on disk (``engine.placement``).
 
 Durability calls per transaction do not grow with the number of files:
-five journal fsyncs (begun, intents, applied, decided, committed) and two
-rounds of one ``syncfs`` per filesystem (prepare, apply; a rollback adds
-one). Every call goes through ``journal.fsio``.
+four journal fsyncs (begun, applied, decided, committed) plus one per
+batch of intents, and one ``syncfs`` per filesystem after staging, one per
+batch, one after applying (a rollback adds one or two). Every call goes through ``journal.fsio``.
 
 A failure while applying (ENOSPC, EACCES, EROFS, EBUSY, any error) rolls
 every operation back at once and raises ``PlacementFailedError`` (a
@@ -68,11 +76,12 @@ open for the next recovery. A crash (or Ctrl-C) leaves it to recovery.
 
 Crash points (``journal.crashpoints``) mark each durable step:
 ``tx.begun``, ``tx.prepare.captured``, ``tx.prepare.synced``,
-``tx.prepare.journaled``, ``tx.apply.op`` (after each operation),
-``tx.apply.synced``, ``tx.apply.journaled``, ``tx.decided``,
+``tx.apply.captured`` and ``tx.apply.intents`` (each batch), ``tx.apply.op``
+(after each operation), ``tx.apply.synced``, ``tx.apply.journaled``,
+``tx.decided``,
 ``tx.finish.cleaned``, ``tx.committed``, and when rolling back
 ``tx.undo.op``, ``tx.undo.unshared``, ``tx.undo.synced``,
-``tx.rolled_back``, ``tx.abort.unshared``, ``tx.aborted``.
+``tx.rolled_back``, ``tx.aborted``.
 """
 
 from __future__ import annotations
@@ -84,7 +93,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +166,12 @@ _HASH_THREADS = 2
 # Files at least this large are hashed on the thread pool.
 _THREADED_BYTES = 1024 * 1024
 _PROGRESS_EVERY = 256
+# A batch of operations gets its pre-images captured and its intents
+# journaled together, before any of it is applied. Bounded so that a
+# rollback half-way has at most one batch of captured, never-replaced files
+# to give private copies to (see the module doc).
+BATCH_OPS = 4096
+BATCH_BYTES = 256 * 1024 * 1024
 # Operations that create something in the tree (content, folder or link).
 _CREATES = (PUT_FILE, "replace_dir", MAKE_DIR, MAKE_SYMLINK)
 
@@ -250,6 +265,8 @@ class Transaction:
         self._planned: list[PlannedOp] = []
         self._phase = BEGUN
         self._space_checked = False
+        self._captured = 0  # ops whose pre-image is captured (a prefix)
+        self._journaled = 0  # ops whose intent is journaled (a prefix)
 
     # -- starting ------------------------------------------------------------
 
@@ -389,29 +406,22 @@ class Transaction:
     # -- prepare -------------------------------------------------------------
 
     def prepare(self, progress: Progress | None = None) -> None:
-        """Stage post-images and capture pre-images durably, journal intents.
+        """Stage every post-image durably (no change to the tree).
 
         Raises:
             InsufficientSpaceError: the space check (run here when the caller
                 did not) refused, or the disk filled while staging.
             PrepareFailedError: another error while staging; nothing changed.
-            BadInputError: a device or FIFO is among the paths.
         """
         if self._phase == PLANNED and not self._space_checked:
             self.check_space()
         self._require(PLANNED, "prepare")
         started = time.monotonic()
         try:
-            self._capture_images()
+            self._capture_posts()
             crashpoint("tx.prepare.captured")
             sync_filesystems(self._filesystems())
             crashpoint("tx.prepare.synced")
-            now = time.time()
-            self._journal.append_many([p.record(self.id, now) for p in self._planned])
-            crashpoint("tx.prepare.journaled")
-        except BadInputError as exc:
-            self.abort(f"prepare refused: {exc}")
-            raise
         except OSError as exc:
             self._abort_quietly(f"prepare failed: {exc}")
             if exc.errno == errno.ENOSPC:
@@ -419,26 +429,14 @@ class Transaction:
             raise PrepareFailedError(self.id, exc) from exc
         self._phase = PREPARED
         _report(progress, "stage", len(self._planned), time.monotonic() - started)
-        logger.debug(
-            "transaction %s: %d intents journaled", self.id, len(self._planned)
-        )
 
-    def _capture_images(self) -> None:
-        """Fill in every planned op's pre-image and post-image.
-
-        Post-images first, as private copies; then pre-images, by hard
-        link. A pre-image equal to a post-image then finds its blob already
-        stored and is not linked: the file it names may stay in the tree
-        (an unchanged file), and must not share its inode with the store.
-        """
-        posts: list[_StoreJob] = []
-        pres: list[_StoreJob] = []
+    def _capture_posts(self) -> None:
+        """Store every post-image as a private copy (see the module doc)."""
+        jobs: list[_StoreJob] = []
         finish: list[Callable[[], None]] = []
         for planned in self._planned:
-            _capture_post(self._store, planned, posts, finish)
-            _capture_pre(self._store, self.tree, planned, pres, finish)
-        _store_all(self._store, posts, store_copy)
-        _store_all(self._store, pres, store_file)
+            _capture_post(self._store, planned, jobs, finish)
+        _store_all(self._store, jobs, store_copy)
         for step in finish:
             step()
 
@@ -449,7 +447,8 @@ class Transaction:
     # -- apply ---------------------------------------------------------------
 
     def apply(self, progress: Progress | None = None) -> None:
-        """Put every post-image in place, make it durable, journal it.
+        """Capture pre-images and journal intents, batch by batch, putting
+        each batch's post-images in place; then make it all durable.
 
         Raises:
             PlacementFailedError: an operation failed; all were rolled back.
@@ -460,21 +459,16 @@ class Transaction:
         started, total = time.monotonic(), len(self._planned)
         current = None
         try:
-            for current in self._planned:
-                realize(
-                    self._ws,
-                    current,
-                    current.post,
-                    source=current.staged(),
-                    known=current.pre,
-                )
-                crashpoint("tx.apply.op")
-                if progress is not None and current.op % _PROGRESS_EVERY == 0:
-                    progress(
-                        ProgressEvent(
+            for batch in _batches(self._planned):
+                current = batch[0]
+                self._journal_batch(batch)
+                for current in batch:
+                    self._place(current)
+                    if progress is not None and current.op % _PROGRESS_EVERY == 0:
+                        event = ProgressEvent(
                             "bytes", "apply", done=current.op, total=total, unit="files"
                         )
-                    )
+                        progress(event)
             sync_filesystems(self._filesystems())
             crashpoint("tx.apply.synced")
             now = time.time()
@@ -487,6 +481,29 @@ class Transaction:
         self._phase = APPLIED
         _report(progress, "apply", total, time.monotonic() - started)
         logger.info("transaction %s: %d operations applied", self.id, total)
+
+    def _journal_batch(self, batch: list[PlannedOp]) -> None:
+        """Capture a batch's pre-images durably, then journal its intents."""
+        jobs: list[_StoreJob] = []
+        finish: list[Callable[[], None]] = []
+        for planned in batch:
+            _capture_pre(self._store, self.tree, planned, jobs, finish)
+        self._captured = batch[-1].op + 1
+        _store_all(self._store, jobs, store_file)
+        for step in finish:
+            step()
+        sync_filesystems([self._store.root, self.tree])
+        crashpoint("tx.apply.captured")
+        now, count = time.time(), len(self._planned)
+        self._journal.append_many([p.record(self.id, count, now) for p in batch])
+        self._journaled = self._captured
+        crashpoint("tx.apply.intents")
+
+    def _place(self, planned: PlannedOp) -> None:
+        realize(
+            self._ws, planned, planned.post, source=planned.staged(), known=planned.pre
+        )
+        crashpoint("tx.apply.op")
 
     def _fail(self, exc: Exception, current: PlannedOp | None) -> None:
         failed = current or self._planned[-1]
@@ -539,9 +556,11 @@ class Transaction:
         self._undo(reason)
 
     def _undo(self, reason: str) -> None:
-        undo_all(self._ws, self._planned, "tx.undo.op")
-        unshare_pre_images(self._ws, self._planned, "tx.undo.unshared")
-        remove_scratch(self._ws, self._planned)
+        journaled = self._planned[: self._journaled]
+        undo_all(self._ws, journaled, "tx.undo.op")
+        captured = self._planned[: self._captured]
+        unshare_pre_images(self._ws, captured, "tx.undo.unshared")
+        remove_scratch(self._ws, journaled)
         sync_filesystems(self._filesystems())
         crashpoint("tx.undo.synced")
         discard_work_dir(self._ws)
@@ -553,9 +572,6 @@ class Transaction:
     def abort(self, reason: str) -> None:
         """Journal ``Aborted``: the transaction ends before changing anything."""
         self._require((BEGUN, PLANNED, PREPARED), "abort")
-        if self._phase == PREPARED:
-            unshare_pre_images(self._ws, self._planned, "tx.abort.unshared")
-            sync_filesystems(self._filesystems())
         discard_work_dir(self._ws)
         self._journal.append(Aborted(tx=self.id, reason=reason, at=time.time()))
         crashpoint("tx.aborted")
@@ -606,6 +622,21 @@ def _report(progress: Progress | None, step: str, count: int, seconds: float) ->
 
 
 # -- capturing images --------------------------------------------------------
+
+
+def _batches(planned: list[PlannedOp]) -> Iterator[list[PlannedOp]]:
+    """Consecutive batches of at most ``BATCH_OPS`` operations and, unless a
+    single operation is larger, ``BATCH_BYTES`` of pre-image content."""
+    batch: list[PlannedOp] = []
+    size = 0
+    for op in planned:
+        if batch and (len(batch) >= BATCH_OPS or size + op.pre_bytes > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(op)
+        size += op.pre_bytes
+    if batch:
+        yield batch
 
 
 def _store_all(

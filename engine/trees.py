@@ -122,11 +122,10 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
     name and no fsync (the caller makes the names durable with one
     ``syncfs``): a quarter of the system calls of ``BlobStore.put_path``,
     which matters for 10,000 small files. The caller must replace or remove
-    the file afterwards (see ``engine.placement`` on shared inodes). What is
-    unusual falls back to ``put_path``: another filesystem (copy), a blob
-    already there with another size (an earlier copy that lost its data), or
-    a file replaced between hashing and linking (the linked inode is
-    checked).
+    the file afterwards (see ``engine.placement`` on shared inodes). A blob
+    already there is kept when ``trusted``, else re-linked to this file;
+    another filesystem falls back to a copy (``put_path``); a file replaced
+    between hashing and linking is caught by its inode number.
     """
     path = os.fspath(path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -143,9 +142,10 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
     try:
         _link_new(path, final)
     except FileExistsError:
-        if os.stat(final).st_size == info.st_size:
-            return BlobInfo(digest, info.st_size)
-        return store.put_path(path, link=True, sync=False)
+        existing = os.stat(final)
+        if existing.st_ino != info.st_ino and not trusted(existing, info.st_size):
+            return _relink(store, path, final, info)
+        return BlobInfo(digest, info.st_size)
     except OSError as exc:
         if exc.errno not in _NO_LINK:
             raise
@@ -194,9 +194,10 @@ def store_copy(store: BlobStore, path: Path | str) -> BlobInfo:
 
 
 def _settle_copy(store: BlobStore, tmp: Path, info: BlobInfo) -> BlobInfo:
+    """Rename a copy to its digest's name, unless a trusted blob is there."""
     final = store.path_of(info.digest)
     try:
-        if os.stat(final).st_size == info.size:
+        if trusted(os.stat(final), info.size):
             os.unlink(tmp)
             return info
     except FileNotFoundError:
@@ -209,6 +210,42 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def trusted(blob: os.stat_result, size: int) -> bool:
+    """Whether an existing blob can stand for content of ``size`` bytes
+    just hashed to its name: the right size (an earlier copy may have lost
+    its data in a power cut), and no second name (a file sharing its inode
+    may have been edited in place since it was stored)."""
+    return blob.st_size == size and blob.st_nlink == 1
+
+
+def _relink(store: BlobStore, path: str, final: Path, info: os.stat_result) -> BlobInfo:
+    """Make ``final`` a link to the file at ``path``, just hashed to its name
+    (a private copy when it cannot be linked)."""
+    tmp = Path(store.root) / "tmp" / f"{final.parent.name}{final.name}.relink"
+    tmp.parent.mkdir(exist_ok=True)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    try:
+        os.link(path, tmp)
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        return store_copy(store, path)
+    if os.stat(tmp).st_ino != info.st_ino:
+        os.unlink(tmp)
+        raise FileChangedError(Path(path))
+    os.rename(tmp, final)
+    return BlobInfo(final.parent.name + final.name, info.st_size)
+
+
+class FileChangedError(BadInputError):
+    """A file was replaced while updock was storing it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} changed while it was being stored; retry")
+        self.path = path
 
 
 def _link_new(path: str, final: Path) -> None:

@@ -65,7 +65,12 @@ class TxBegun(Event, tag="tx_begun"):
 
 
 class OpIntended(Event, tag="op_intended"):
-    """An operation about to run, with everything needed to redo or undo it."""
+    """An operation about to run, with everything needed to redo or undo it.
+
+    ``planned`` is how many operations the transaction has in all (0 when
+    unknown): intents are journaled in batches, so a transaction stopped
+    half-way may have journaled fewer.
+    """
 
     tx: str
     op: int
@@ -73,6 +78,7 @@ class OpIntended(Event, tag="op_intended"):
     path: str
     pre: ImageRef = ImageRef()
     post: ImageRef = ImageRef()
+    planned: int = 0
 
 
 class OpApplied(Event, tag="op_applied"):

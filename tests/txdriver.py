@@ -40,6 +40,8 @@ if __name__ == "__main__":
 from engine.ops import Op
 from journal import BlobStore
 
+# Small batches, so that crash tests cross batch boundaries (four batches).
+BATCH_OPS = 64
 PRESERVED = frozenset(
     {
         "files",
@@ -244,7 +246,10 @@ class LogObserver:
 
 
 def run(root: Path) -> None:
+    from engine import transaction
     from engine.transaction import Transaction
+
+    transaction.BATCH_OPS = BATCH_OPS
     from journal import Journal, WriterLock
     from journal.records import HealthVerdict
 

@@ -50,7 +50,7 @@ def test_transaction_killed_at_every_step_recovers_old_or_new(reference, tmp_pat
     steps = reference.run_steps
     chosen = targets(steps, APPLY_STRIDE)
     decided = decision_point(steps)
-    assert {"tx.apply.op", "tx.prepare.journaled", "tx.decided", "tx.committed"} <= {
+    assert {"tx.apply.op", "tx.apply.intents", "tx.decided", "tx.committed"} <= {
         target.partition("#")[0] for target in chosen
     }
 

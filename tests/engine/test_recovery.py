@@ -6,7 +6,9 @@ import logging
 import os
 
 import pytest
+import txdriver
 from deploykit import updock
+from txcrash import driver, killed
 from txdeploy import Deployment
 
 from cli import exitcodes
@@ -21,6 +23,7 @@ from engine.rollback import (
     undo_commit,
     undo_last_commit,
 )
+from journal import BlobStore, Journal
 
 
 @pytest.fixture
@@ -150,14 +153,25 @@ def test_replay_forward_refuses_ended_transaction(dep):
 
 
 def test_replay_forward_refuses_missing_post_image(dep):
-    tx = dep.begin()
-    tx.plan(upgrade_ops(dep))
-    tx.prepare()
+    tx = applied(dep)
     post = next(p.post.blob for p in tx.planned if p.path == "app.yml")
     dep.store.remove(post)
     with pytest.raises(ReplayRefusedError) as caught:
         replay_forward(dep.journal, dep.store, dep.tree, tx.id)
     assert post in str(caught.value)
+
+
+def test_replay_forward_refuses_transaction_stopped_between_batches(tmp_path):
+    """Killed after its first batch of intents: the rest of the plan is not
+    in the journal, so rolling forward would install part of the change."""
+    txdriver.build_world(tmp_path)
+    assert killed(driver("run", tmp_path, crash_at="tx.apply.intents#1"))
+    state = tmp_path / ".updock"
+    with Journal.open(state / "journal") as journal:
+        (tx,) = [t.tx for t in journal.state.unfinished()]
+        with pytest.raises(ReplayRefusedError) as caught:
+            replay_forward(journal, BlobStore(state / "blobs"), tmp_path / "docker", tx)
+    assert f"only {txdriver.BATCH_OPS} of its" in str(caught.value)
 
 
 def test_replay_command_refuses_with_refused_exit_code(dep):

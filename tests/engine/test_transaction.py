@@ -7,9 +7,9 @@ import os
 import stat
 
 import pytest
-from journal.verify import verify_journal
 from txdeploy import Deployment
 
+from engine import transaction
 from engine.errors import BadInputError, RefusedError, RolledBackError
 from engine.ops import (
     DuplicatePathError,
@@ -21,6 +21,7 @@ from engine.ops import (
 from engine.paths import LinkTargetEscapeError, RootPathError, SymlinkInPathError
 from engine.placement import DIFFERENT, compare, redo_all, undo_all
 from engine.recovery import intents_of
+from journal.verify import verify_journal
 
 
 @pytest.fixture
@@ -282,10 +283,32 @@ def test_abort_after_prepare_changes_nothing(dep):
     assert dep.events(tx.id)[-1] == "Aborted"
 
 
-def test_prepare_journals_every_intent_with_images(dep):
+def test_prepare_stages_without_journaling_intents(dep):
+    tx = dep.begin()
+    tx.plan(every_kind(dep))
+    tx.prepare()
+    assert "OpIntended" not in dep.events(tx.id)
+    posts = [p.post.blob for p in tx.planned if p.post.kind == "file"]
+    assert posts and all(dep.store.has(digest) for digest in posts)
+
+
+def test_apply_journals_intents_batch_by_batch(dep, monkeypatch):
+    monkeypatch.setattr(transaction, "BATCH_OPS", 3)
     tx = dep.begin()
     planned = tx.plan(every_kind(dep))
     tx.prepare()
+    batches, append_many = [], dep.journal.append_many
+
+    def recording(events):
+        batches.append([type(e).__name__ for e in events])
+        return append_many(events)
+
+    monkeypatch.setattr(dep.journal, "append_many", recording)
+    tx.apply()
+    sizes = [len(b) for b in batches if b[0] == "OpIntended"]
+    assert sizes == [3] * (len(planned) // 3) + (
+        [len(planned) % 3] if len(planned) % 3 else []
+    )
     intents = intents_of(dep.journal.tx_records(tx.id))
     assert [i.path for i in intents] == [p.path for p in planned]
     by_path = {i.path: i for i in intents}

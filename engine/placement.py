@@ -22,15 +22,18 @@ How each kind of image is put in place, atomically where the kernel allows:
 - absent: a file or link is unlinked, a folder moved to the transaction's
   trash, emptied when the transaction ends.
 
-No deployed file ever shares its inode with a blob once a transaction has
+No deployed file shares its inode with a blob once a transaction has
 ended. A blob linked into the tree (the obvious fast restore) would turn an
 edit of the deployed file, made in place (``>>``, most editors keeping the
 inode), into a silent edit of the stored image: drift would go unseen, the
 image would no longer match its hash, and a later rollback would restore
 the edit. Pre-images are hard links only while the file they capture is
 about to be replaced; post-images are private copies in the store; restores
-copy. The same rule keeps two deployed paths with equal content from
-sharing an inode, whose modes and edits would leak into each other.
+copy, except on a full disk, where a rollback links the blob back rather
+than fail (and says so). A rollback also gives the store private copies of
+pre-images captured for files it never replaced (``unshare_pre_images``).
+The same rule keeps two deployed paths with equal content from sharing an
+inode, whose modes and edits would leak into each other.
 
 Scratch names beside a target are ``.updock-<tx>-<op>.tmp`` and
 ``.updock-<tx>-<op>.build``; ``remove_scratch`` clears them after a crash.
@@ -68,8 +71,8 @@ from journal.records import ABSENT, TREE, ImageRef
 
 logger = logging.getLogger(__name__)
 
-# When a hard link into place fails for one of these, the blob is copied.
-_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+# Copy failures after which a restore links the blob instead.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 SAME = "same"
 MODE_ONLY = "mode"
@@ -222,10 +225,10 @@ def realize(
         known: What the path is known to hold (it was just captured): the
             disk is not asked.
         other: The operation's opposite image (see ``compare``).
-        link_ok: Restoring pre-images: a blob with no other name is linked
-            back (the very inode the file had, and no space needed, which
-            matters when undoing after ENOSPC) instead of copied; the caller
-            then runs ``unshare_pre_images``.
+        link_ok: Restoring pre-images: when the disk is full, a blob with
+            no other name is linked back (the very inode the file had, no
+            space needed) instead of copied; the caller then runs
+            ``unshare_pre_images``.
 
     Returns:
         True when something changed.
@@ -286,16 +289,19 @@ def _place_file(
 
 
 def fill_from_blob(store: BlobStore, digest: str, dest: Path, link_ok: bool) -> None:
-    """Put blob ``digest``'s content at the new path ``dest``: a verified
-    copy, or with ``link_ok`` a hard link when the blob has no other name."""
-    if link_ok and store.link_count(digest) == 1:
-        try:
-            os.link(store.path_of(digest), dest)
-            return
-        except OSError as exc:
-            if exc.errno not in _NO_LINK:
-                raise
-    store.copy_to(digest, dest)
+    """Put a verified copy of blob ``digest`` at the new path ``dest``.
+
+    With ``link_ok``, when the copy fails for want of space, a blob with no
+    other name is hard-linked instead: a rollback after ENOSPC must not need
+    space (``unshare_pre_images`` then warns that the link stays shared).
+    """
+    try:
+        store.copy_to(digest, dest)
+    except OSError as exc:
+        if not (link_ok and exc.errno in _NO_SPACE and store.link_count(digest) == 1):
+            raise
+        _unlink_quietly(dest)
+        os.link(store.path_of(digest), dest)
 
 
 def _move_in(source: Staged, path: Path, mode: int) -> bool:
@@ -562,18 +568,25 @@ def _copy_all(source: int, out: int, size: int) -> None:
 
 
 def remove_scratch(ws: Workspace, records: Iterable[OpRecord]) -> None:
-    """Remove scratch files and folders a crash left beside the targets."""
-    for record in records:
-        for role in ("tmp", "build"):
-            scratch = ws.scratch(record.path, record.op, role)
-            try:
-                info = os.lstat(scratch)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                remove_tree(scratch)
+    """Remove scratch files and folders a crash left beside the targets.
+
+    Each folder that holds a target is listed once (far fewer system calls
+    than probing two scratch names per operation).
+    """
+    prefix = f"{SCRATCH_PREFIX}{ws.tx}-"
+    folders = {os.path.dirname(record.path) for record in records}
+    for folder in folders:
+        try:
+            entries = [
+                e for e in os.scandir(ws.tree / folder) if e.name.startswith(prefix)
+            ]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(Path(entry.path))
             else:
-                os.unlink(scratch)
+                os.unlink(entry.path)
 
 
 def discard_work_dir(ws: Workspace) -> None:

@@ -60,6 +60,7 @@ from engine.trees import (
     FILE,
     SYMLINK,
     build_tree,
+    copy_all,
     kind_of,
     remove_tree,
     same_content,
@@ -544,27 +545,13 @@ def copy_blob_aside(store: BlobStore, digest: str) -> Path:
     try:
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         try:
-            _copy_all(source, out, os.fstat(source).st_size)
+            copy_all(source, out, os.fstat(source).st_size)
         finally:
             os.close(out)
     finally:
         os.close(source)
     fsio.note_write(tmp)
     return tmp
-
-
-def _copy_all(source: int, out: int, size: int) -> None:
-    copied = 0
-    while copied < size:
-        try:
-            done = os.copy_file_range(source, out, size - copied)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise
-            done = os.write(out, os.read(source, 1024 * 1024))
-        if done == 0:
-            break
-        copied += done
 
 
 def remove_scratch(ws: Workspace, records: Iterable[OpRecord]) -> None:

@@ -68,6 +68,15 @@ class ConfigError(BadInputError):
         self.hint = f"fix {path} and run the command again"
 
 
+class NoDeploymentError(BadInputError):
+    """The root is not a deployment: no config.toml and no project folder."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(f"{root} holds neither {CONFIG_NAME} nor a project folder")
+        self.root = root
+        self.hint = "pass --root with the deployment's folder (the one holding config.toml)"
+
+
 @dataclass(frozen=True)
 class DeploymentConfig:
     """What updock needs to know about one deployment root."""
@@ -112,6 +121,7 @@ def load_config(root: Path) -> DeploymentConfig:
 
     Raises:
         ConfigError: the file is not valid TOML or a value has the wrong type.
+        NoDeploymentError: neither the file nor the project folder exists.
     """
     root = Path(root).resolve()
     path = root / CONFIG_NAME
@@ -120,6 +130,8 @@ def load_config(root: Path) -> DeploymentConfig:
     docker = doc.get("docker", {})
     updates = doc.get("updates", {})
     project_dir = _resolve(root, updates.get("project_dir"), Path("docker"))
+    if not doc and not path.exists() and not (root / project_dir).is_dir():
+        raise NoDeploymentError(root)
     if project_dir.is_absolute() or ".." in project_dir.parts or not project_dir.parts:
         raise ConfigError(
             path, "[updates] project_dir must be a folder inside the root"
@@ -161,6 +173,8 @@ def _read(path: Path) -> dict:
         return {}
     except OSError as exc:
         raise ConfigError(path, f"cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"is not UTF-8 text (byte {exc.start})") from exc
     try:
         return tomlkit.parse(text).unwrap()
     except TOMLKitError as exc:

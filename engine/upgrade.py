@@ -42,6 +42,7 @@ from engine.backup import create_backup
 from engine.config import DeploymentConfig, record_version
 from engine.download import Fetched, fetch_package
 from engine.errors import (
+    BadInputError,
     RefusedError,
     RollbackFailedError,
     RolledBackError,
@@ -78,6 +79,18 @@ class NoManifestError(RefusedError):
     def __init__(self) -> None:
         super().__init__("no manifest to read")
         self.hint = "pass --manifest URL_OR_FILE or set [updates] manifest_url"
+
+
+class FullPackageLayoutError(BadInputError):
+    def __init__(self, compose_name: str, sample: list[str]) -> None:
+        found = ", ".join(sample) if sample else "nothing"
+        super().__init__(
+            f"the full package has no {compose_name} at its top (it holds: {found})"
+        )
+        self.hint = (
+            "a full package must hold the whole project folder, with or without "
+            "a top-level docker/ folder; fix the package; nothing was changed"
+        )
 
 
 class NotConfirmedError(RefusedError):
@@ -423,9 +436,20 @@ def _download(config, checked: _Checked, options, cache_dir: Path, progress) -> 
 def _plan_changes(config, checked: _Checked, staged) -> patchplan.Plan:
     package = checked.decision.package
     if checked.decision.action == "full":
+        _require_compose_file(config, staged)
         return patchplan.plan_full(staged, config.user_data)
     check_patch_package(staged.root, package.operations, config.tree)
     return patchplan.plan_patch(staged, package.operations, config.user_data)
+
+
+def _require_compose_file(config: DeploymentConfig, staged) -> None:
+    """A full package replaces the whole project folder: one without the
+    compose file (empty, or laid out under another top folder) would leave
+    a deployment that cannot start, so it is refused before any change."""
+    compose = config.compose_file
+    name = compose.name if compose is not None else "docker-compose.yml"
+    if name not in staged.files:
+        raise FullPackageLayoutError(name, sorted(staged.files)[:5])
 
 
 def to_ops(plan: patchplan.Plan, staging_root: Path) -> list[Op]:
@@ -632,7 +656,8 @@ class _Run:
             logger.warning("interrupted; transaction %s is left to recovery", tx.id)
             raise exc
         if not self.stopped and not self.changed:
-            tx.abort(f"{type(exc).__name__}: {exc}")
+            if tx.phase != "ended":  # a refused space check already aborted it
+                tx.abort(f"{type(exc).__name__}: {exc}")
             shutil.rmtree(self.staging / tx.id, ignore_errors=True)
             self.services.cleanup_images(tx.id, rolled_back=True)
             raise exc

@@ -7,6 +7,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.
 fi
 if ! .venv/bin/python -c 'import cli.main, pytest, hypothesis' 2>/dev/null \
     || [ pyproject.toml -nt .venv/.installed ]; then
-    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+    # This machine's pip configuration names local mirrors that may be
+    # absent; pip warns about each one, which says nothing about updock.
+    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     touch .venv/.installed
 fi

@@ -101,6 +101,13 @@ class MissingSourceError(BadInputError):
         self.source = source
 
 
+class MissingTreeError(BadInputError):
+    def __init__(self, tree: Path) -> None:
+        super().__init__(f"the tree {tree} is not a folder")
+        self.tree = tree
+        self.hint = "check [updates] project_dir in config.toml"
+
+
 def _article(kind: str) -> str:
     return {"absent": "missing", "dir": "a folder", "symlink": "a symlink"}.get(
         kind, "a file"
@@ -398,8 +405,11 @@ def plan_ops(tree: Path, store: BlobStore, ops: Iterable[Op]) -> list[PlannedOp]
         The planned operations, implied ``make_dir`` included, in run order.
 
     Raises:
+        MissingTreeError: the tree root is not a folder.
         BadInputError: a subclass naming the path and the rule it breaks.
     """
+    if not os.path.isdir(tree):
+        raise MissingTreeError(tree)
     planner = _Planner(tree, store)
     for op in ops:
         planner.add(op)

@@ -16,9 +16,12 @@ new one. Its steps, each ending in a durable state a crash may stop in:
    staged file itself moves into the tree. One ``syncfs(2)`` per
    filesystem makes every staged byte and blob durable at once, instead
    of one fsync per file (dpkg's per-file fsync turned a 5 s install into
-   76 s).
-4. ``apply``, batch by batch (at most ``BATCH_OPS`` operations and
-   ``BATCH_BYTES`` of pre-images each):
+   76 s). Then the first batch (below) is captured and journaled: for a
+   transaction of one batch, as most are, every intent is in the journal
+   when ``prepare`` returns.
+4. Batches, of at most ``BATCH_OPS`` operations and ``BATCH_BYTES`` of
+   pre-images each, are captured and journaled one at a time, each just
+   before it is applied:
    - capture the batch's pre-images: each file about to be replaced or
      deleted is hashed and hard-linked into the store (a folder: all its
      files plus a listing). Linking, unlike a copy, costs no data write;
@@ -29,15 +32,14 @@ new one. Its steps, each ending in a durable state a crash may stop in:
    - one ``syncfs`` makes the links durable, then the batch's
      ``OpIntended`` records (path, pre-image, post-image, and how many
      operations the transaction has in all) go to the journal in one group
-     commit. From here recovery can undo the batch;
-   - each post-image is put in place with ``rename(2)``: the staged file or
-     folder itself when it is on the tree's filesystem, else a copy of the
-     blob at a scratch name beside the target, renamed over it. A replaced
-     folder moves out of the tree into ``<state>/txn/<tx>/`` with one
-     rename.
-   Then one ``syncfs`` per filesystem makes every rename, and so every
-   touched folder, durable, and the ``OpApplied`` records follow in one
-   group commit.
+     commit. From here recovery can undo the batch.
+   ``apply`` puts each post-image in place with ``rename(2)``: the staged
+   file or folder itself when it is on the tree's filesystem, else a copy
+   of the blob at a scratch name beside the target, renamed over it. A
+   replaced folder moves out of the tree into ``<state>/txn/<tx>/`` with
+   one rename. Then one ``syncfs`` per filesystem makes every rename, and
+   so every touched folder, durable, and the ``OpApplied`` records follow
+   in one group commit.
 5. ``decide``: ``CommitDecided``, the point of no return. The upgrade
    pipeline journals its own steps (services started, health verdict)
    between ``apply`` and ``decide``.
@@ -75,13 +77,14 @@ every operation back at once and raises ``PlacementFailedError`` (a
 open for the next recovery. A crash (or Ctrl-C) leaves it to recovery.
 
 Crash points (``journal.crashpoints``) mark each durable step:
-``tx.begun``, ``tx.prepare.captured``, ``tx.prepare.synced``,
-``tx.apply.captured`` and ``tx.apply.intents`` (each batch), ``tx.apply.op``
-(after each operation), ``tx.apply.synced``, ``tx.apply.journaled``,
-``tx.decided``,
+``tx.begun``, ``tx.prepare.staged``, ``tx.prepare.synced``,
+``tx.prepare.captured`` and ``tx.prepare.journaled`` (first batch),
+``tx.apply.captured`` and ``tx.apply.intents`` (later batches),
+``tx.apply.op`` (after each operation), ``tx.apply.synced``,
+``tx.apply.journaled``, ``tx.decided``,
 ``tx.finish.cleaned``, ``tx.committed``, and when rolling back
 ``tx.undo.op``, ``tx.undo.unshared``, ``tx.undo.synced``,
-``tx.rolled_back``, ``tx.aborted``.
+``tx.rolled_back``, ``tx.abort.unshared``, ``tx.aborted``.
 """
 
 from __future__ import annotations
@@ -265,6 +268,7 @@ class Transaction:
         self._planned: list[PlannedOp] = []
         self._phase = BEGUN
         self._space_checked = False
+        self._batches: list[list[PlannedOp]] = []
         self._captured = 0  # ops whose pre-image is captured (a prefix)
         self._journaled = 0  # ops whose intent is journaled (a prefix)
 
@@ -406,7 +410,8 @@ class Transaction:
     # -- prepare -------------------------------------------------------------
 
     def prepare(self, progress: Progress | None = None) -> None:
-        """Stage every post-image durably (no change to the tree).
+        """Stage every post-image durably; capture the first batch's
+        pre-images and journal its intents (for most transactions, all).
 
         Raises:
             InsufficientSpaceError: the space check (run here when the caller
@@ -417,12 +422,16 @@ class Transaction:
             self.check_space()
         self._require(PLANNED, "prepare")
         started = time.monotonic()
+        self._batches = list(_batches(self._planned))
         try:
             self._capture_posts()
-            crashpoint("tx.prepare.captured")
+            crashpoint("tx.prepare.staged")
             sync_filesystems(self._filesystems())
             crashpoint("tx.prepare.synced")
+            if self._batches:
+                self._journal_batch(self._batches[0], "tx.prepare")
         except OSError as exc:
+            self._phase = PREPARED
             self._abort_quietly(f"prepare failed: {exc}")
             if exc.errno == errno.ENOSPC:
                 raise StagingSpaceError(self.id, exc) from exc
@@ -459,9 +468,10 @@ class Transaction:
         started, total = time.monotonic(), len(self._planned)
         current = None
         try:
-            for batch in _batches(self._planned):
+            for index, batch in enumerate(self._batches):
                 current = batch[0]
-                self._journal_batch(batch)
+                if index > 0:
+                    self._journal_batch(batch, "tx.apply")
                 for current in batch:
                     self._place(current)
                     if progress is not None and current.op % _PROGRESS_EVERY == 0:
@@ -482,22 +492,28 @@ class Transaction:
         _report(progress, "apply", total, time.monotonic() - started)
         logger.info("transaction %s: %d operations applied", self.id, total)
 
-    def _journal_batch(self, batch: list[PlannedOp]) -> None:
-        """Capture a batch's pre-images durably, then journal its intents."""
+    def _journal_batch(self, batch: list[PlannedOp], step: str) -> None:
+        """Capture a batch's pre-images durably, then journal its intents.
+
+        Crash points: ``<step>.captured``, then ``tx.prepare.journaled`` for
+        the first batch, ``tx.apply.intents`` for the others.
+        """
         jobs: list[_StoreJob] = []
         finish: list[Callable[[], None]] = []
         for planned in batch:
             _capture_pre(self._store, self.tree, planned, jobs, finish)
         self._captured = batch[-1].op + 1
         _store_all(self._store, jobs, store_file)
-        for step in finish:
-            step()
+        for fill in finish:
+            fill()
         sync_filesystems([self._store.root, self.tree])
-        crashpoint("tx.apply.captured")
+        crashpoint(f"{step}.captured")
         now, count = time.time(), len(self._planned)
         self._journal.append_many([p.record(self.id, count, now) for p in batch])
         self._journaled = self._captured
-        crashpoint("tx.apply.intents")
+        crashpoint(
+            "tx.prepare.journaled" if step == "tx.prepare" else "tx.apply.intents"
+        )
 
     def _place(self, planned: PlannedOp) -> None:
         realize(
@@ -572,6 +588,10 @@ class Transaction:
     def abort(self, reason: str) -> None:
         """Journal ``Aborted``: the transaction ends before changing anything."""
         self._require((BEGUN, PLANNED, PREPARED), "abort")
+        if self._captured:
+            captured = self._planned[: self._captured]
+            unshare_pre_images(self._ws, captured, "tx.abort.unshared")
+            sync_filesystems(self._filesystems())
         discard_work_dir(self._ws)
         self._journal.append(Aborted(tx=self.id, reason=reason, at=time.time()))
         crashpoint("tx.aborted")

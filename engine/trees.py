@@ -178,16 +178,19 @@ def store_copy(store: BlobStore, path: Path | str) -> BlobInfo:
         try:
             if trusted(os.stat(final), size):
                 return BlobInfo(digest, size)
-            dest = Path(store.root) / "tmp" / f"{os.getpid()}-{next(_copy_names)}.copy"
-            dest.parent.mkdir(exist_ok=True)
         except FileNotFoundError:
             final.parent.mkdir(parents=True, exist_ok=True)
-            dest = final
-        _copy_out(source, data, size, dest)
+            try:
+                _copy_out(source, data, size, final)
+                return BlobInfo(digest, size)
+            except FileExistsError:
+                pass  # another thread stores the same content right now
+        tmp = Path(store.root) / "tmp" / f"{os.getpid()}-{next(_copy_names)}.copy"
+        tmp.parent.mkdir(exist_ok=True)
+        _copy_out(source, data, size, tmp)
     finally:
         os.close(source)
-    if dest != final:
-        os.rename(dest, final)
+    os.rename(tmp, final)
     return BlobInfo(digest, size)
 
 

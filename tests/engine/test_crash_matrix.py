@@ -50,9 +50,12 @@ def test_transaction_killed_at_every_step_recovers_old_or_new(reference, tmp_pat
     steps = reference.run_steps
     chosen = targets(steps, APPLY_STRIDE)
     decided = decision_point(steps)
-    assert {"tx.apply.op", "tx.apply.intents", "tx.decided", "tx.committed"} <= {
-        target.partition("#")[0] for target in chosen
-    }
+    assert {
+        "tx.prepare.journaled",
+        "tx.apply.intents",
+        "tx.decided",
+        "tx.committed",
+    } <= {target.partition("#")[0] for target in chosen}
 
     def one(index, target):
         root = tmp_path / f"run{index}"

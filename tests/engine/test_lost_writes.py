@@ -104,7 +104,7 @@ def test_transaction_losing_unsynced_writes_recovers_old_or_new(reference, tmp_p
 
     results = in_parallel(one, chosen)
     lost_any = {target for target, lost, _ in results if lost}
-    assert "tx.prepare.captured#1" in lost_any, (
+    assert "tx.prepare.staged#1" in lost_any, (
         "staged files must be lost before syncfs"
     )
     assert any(t.startswith("journal.append.after_write") for t in lost_any)

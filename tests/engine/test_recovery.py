@@ -165,7 +165,7 @@ def test_replay_forward_refuses_transaction_stopped_between_batches(tmp_path):
     """Killed after its first batch of intents: the rest of the plan is not
     in the journal, so rolling forward would install part of the change."""
     txdriver.build_world(tmp_path)
-    assert killed(driver("run", tmp_path, crash_at="tx.apply.intents#1"))
+    assert killed(driver("run", tmp_path, crash_at="tx.prepare.journaled"))
     state = tmp_path / ".updock"
     with Journal.open(state / "journal") as journal:
         (tx,) = [t.tx for t in journal.state.unfinished()]

@@ -14,6 +14,7 @@ from engine.errors import BadInputError, RefusedError, RolledBackError
 from engine.ops import (
     DuplicatePathError,
     MissingSourceError,
+    MissingTreeError,
     Op,
     OverlappingOpsError,
     WrongKindError,
@@ -283,20 +284,23 @@ def test_abort_after_prepare_changes_nothing(dep):
     assert dep.events(tx.id)[-1] == "Aborted"
 
 
-def test_prepare_stages_without_journaling_intents(dep):
-    tx = dep.begin()
-    tx.plan(every_kind(dep))
-    tx.prepare()
-    assert "OpIntended" not in dep.events(tx.id)
-    posts = [p.post.blob for p in tx.planned if p.post.kind == "file"]
-    assert posts and all(dep.store.has(digest) for digest in posts)
-
-
-def test_apply_journals_intents_batch_by_batch(dep, monkeypatch):
-    monkeypatch.setattr(transaction, "BATCH_OPS", 3)
+def test_prepare_journals_intents_of_a_single_batch(dep):
     tx = dep.begin()
     planned = tx.plan(every_kind(dep))
     tx.prepare()
+    intents = intents_of(dep.journal.tx_records(tx.id))
+    assert [i.path for i in intents] == [p.path for p in planned]
+    assert {i.planned for i in intents} == {len(planned)}
+    by_path = {i.path: i for i in intents}
+    assert by_path["conf"].pre.kind == "tree" and by_path["conf"].post.kind == "absent"
+    assert by_path["b.txt"].pre.mode == 0o600 and by_path["b.txt"].pre.blob
+    assert by_path["lib"].kind == "make_dir"
+    for digest in (by_path["a.txt"].pre.blob, by_path["a.txt"].post.blob):
+        dep.store.verify(digest)
+
+
+def test_intents_are_journaled_batch_by_batch(dep, monkeypatch):
+    monkeypatch.setattr(transaction, "BATCH_OPS", 3)
     batches, append_many = [], dep.journal.append_many
 
     def recording(events):
@@ -304,19 +308,16 @@ def test_apply_journals_intents_batch_by_batch(dep, monkeypatch):
         return append_many(events)
 
     monkeypatch.setattr(dep.journal, "append_many", recording)
+    tx = dep.begin()
+    planned = tx.plan(every_kind(dep))
+    tx.prepare()
+    assert [len(b) for b in batches] == [3]
     tx.apply()
     sizes = [len(b) for b in batches if b[0] == "OpIntended"]
-    assert sizes == [3] * (len(planned) // 3) + (
-        [len(planned) % 3] if len(planned) % 3 else []
+    assert sizes == [3] * (len(planned) // 3) + [len(planned) % 3] * (
+        len(planned) % 3 > 0
     )
-    intents = intents_of(dep.journal.tx_records(tx.id))
-    assert [i.path for i in intents] == [p.path for p in planned]
-    by_path = {i.path: i for i in intents}
-    assert by_path["conf"].pre.kind == "tree" and by_path["conf"].post.kind == "absent"
-    assert by_path["b.txt"].pre.mode == 0o600 and by_path["b.txt"].pre.blob
-    assert by_path["lib"].kind == "make_dir"
-    for digest in (by_path["a.txt"].pre.blob, by_path["a.txt"].post.blob):
-        dep.store.verify(digest)
+    assert len(intents_of(dep.journal.tx_records(tx.id))) == len(planned)
 
 
 def shared_inodes(dep: Deployment) -> list[str]:
@@ -361,3 +362,13 @@ def test_edit_in_place_after_commit_is_drift_not_a_changed_image(dep):
     post = next(p.post for p in tx.planned if p.path == "a.txt")
     assert compare(tx._ws, dep.tree / "a.txt", post) == DIFFERENT
     verify_journal(dep.root / ".updock" / "journal", dep.store)
+
+
+def test_plan_refuses_missing_tree(tmp_path):
+    dep = Deployment.create(tmp_path)
+    dep.tree.rmdir()
+    tx = dep.begin()
+    with pytest.raises(MissingTreeError):
+        tx.plan([Op.make_dir("a")])
+    assert not dep.tree.exists()
+    dep.journal.close()

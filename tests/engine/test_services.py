@@ -265,6 +265,7 @@ def test_preflight_without_engine_raises_unreachable_unless_no_services(
 
 
 def test_services_without_compose_file_do_nothing(tmp_path):
+    (tmp_path / "docker").mkdir()  # a project folder without a compose file
     services = Services(tmp_path)
 
     services.preflight()

@@ -96,12 +96,11 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
+from engine.capture import capture_posts, capture_pres
 from engine.errors import (
     BadInputError,
     InsufficientSpaceError,
@@ -109,18 +108,7 @@ from engine.errors import (
     RollbackFailedError,
     RolledBackError,
 )
-from engine.ops import (
-    DELETE_FILE,
-    DELETE_TREE,
-    MAKE_DIR,
-    MAKE_SYMLINK,
-    PUT_FILE,
-    SET_MODE,
-    Op,
-    PlannedOp,
-    lstat_kind,
-    plan_ops,
-)
+from engine.ops import MAKE_DIR, MAKE_SYMLINK, PUT_FILE, Op, PlannedOp, plan_ops
 from engine.placement import (
     Workspace,
     default_work_dir,
@@ -133,16 +121,12 @@ from engine.placement import (
 )
 from engine.progress import Progress, ProgressEvent
 from engine.space import SpaceNeed, check_free_space, filesystem_id
-from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, store_copy, store_file, walk
-from journal import BlobInfo, BlobStore, Journal
+from journal import BlobStore, Journal
 from journal.crashpoints import crashpoint
 from journal.records import (
-    ABSENT,
-    TREE,
     Aborted,
     CommitDecided,
     Committed,
-    ImageRef,
     OpApplied,
     RolledBack,
     TxBegun,
@@ -165,9 +149,6 @@ BEGUN, PLANNED, PREPARED, APPLYING, APPLIED, DECIDED, ENDED = (
 # space check (a generous estimate of msgpack records).
 _JOURNAL_BYTES_PER_OP = 1024
 _LISTING_BYTES_PER_ENTRY = 256
-_HASH_THREADS = 2
-# Files at least this large are hashed on the thread pool.
-_THREADED_BYTES = 1024 * 1024
 _PROGRESS_EVERY = 256
 # A batch of operations gets its pre-images captured and its intents
 # journaled together, before any of it is applied. Bounded so that a
@@ -417,6 +398,7 @@ class Transaction:
             InsufficientSpaceError: the space check (run here when the caller
                 did not) refused, or the disk filled while staging.
             PrepareFailedError: another error while staging; nothing changed.
+            BadInputError: a file changed while it was being stored.
         """
         if self._phase == PLANNED and not self._space_checked:
             self.check_space()
@@ -424,12 +406,16 @@ class Transaction:
         started = time.monotonic()
         self._batches = list(_batches(self._planned))
         try:
-            self._capture_posts()
+            capture_posts(self._store, self._planned)
             crashpoint("tx.prepare.staged")
             sync_filesystems(self._filesystems())
             crashpoint("tx.prepare.synced")
             if self._batches:
                 self._journal_batch(self._batches[0], "tx.prepare")
+        except BadInputError as exc:
+            self._phase = PREPARED
+            self._abort_quietly(f"prepare refused: {exc}")
+            raise
         except OSError as exc:
             self._phase = PREPARED
             self._abort_quietly(f"prepare failed: {exc}")
@@ -438,16 +424,6 @@ class Transaction:
             raise PrepareFailedError(self.id, exc) from exc
         self._phase = PREPARED
         _report(progress, "stage", len(self._planned), time.monotonic() - started)
-
-    def _capture_posts(self) -> None:
-        """Store every post-image as a private copy (see the module doc)."""
-        jobs: list[_StoreJob] = []
-        finish: list[Callable[[], None]] = []
-        for planned in self._planned:
-            _capture_post(self._store, planned, jobs, finish)
-        _store_all(self._store, jobs, store_copy)
-        for step in finish:
-            step()
 
     def _filesystems(self) -> list[Path]:
         sources = {p.source.parent for p in self._planned if p.source is not None}
@@ -498,14 +474,8 @@ class Transaction:
         Crash points: ``<step>.captured``, then ``tx.prepare.journaled`` for
         the first batch, ``tx.apply.intents`` for the others.
         """
-        jobs: list[_StoreJob] = []
-        finish: list[Callable[[], None]] = []
-        for planned in batch:
-            _capture_pre(self._store, self.tree, planned, jobs, finish)
         self._captured = batch[-1].op + 1
-        _store_all(self._store, jobs, store_file)
-        for fill in finish:
-            fill()
+        capture_pres(self._store, self.tree, batch)
         sync_filesystems([self._store.root, self.tree])
         crashpoint(f"{step}.captured")
         now, count = time.time(), len(self._planned)
@@ -657,114 +627,3 @@ def _batches(planned: list[PlannedOp]) -> Iterator[list[PlannedOp]]:
         size += op.pre_bytes
     if batch:
         yield batch
-
-
-def _store_all(
-    store: BlobStore,
-    jobs: list[_StoreJob],
-    put: Callable[[BlobStore, Path], BlobInfo],
-) -> None:
-    """Store every job's file with ``put``: large files on a few threads
-    (hashlib and ``read`` release the GIL) while the main thread does the
-    small ones, for which threads would only contend for the GIL."""
-    with ThreadPoolExecutor(_HASH_THREADS) as pool:
-        large = [
-            (pool.submit(put, store, job.path), job.done)
-            for job in jobs
-            if job.size >= _THREADED_BYTES
-        ]
-        for job in jobs:
-            if job.size < _THREADED_BYTES:
-                job.done(put(store, job.path))
-        for future, done in large:
-            done(future.result())
-
-
-@dataclass(frozen=True)
-class _StoreJob:
-    """A file to store, and what to do with its ``BlobInfo``."""
-
-    path: Path
-    size: int
-    done: Callable[[BlobInfo], None]
-
-
-def _capture_post(
-    store: BlobStore, planned: PlannedOp, jobs: list[_StoreJob], finish: list
-) -> None:
-    """Queue the work that fills ``planned.post``."""
-    kind, mode = planned.kind, planned.mode or 0
-    if kind in (SET_MODE, DELETE_FILE, DELETE_TREE):
-        return
-    if kind == MAKE_DIR:
-        planned.post = ImageRef(kind=DIR, mode=mode)
-    elif kind == MAKE_SYMLINK:
-        planned.post = ImageRef(kind=SYMLINK, target=planned.target)
-    elif kind == PUT_FILE and planned.source is None:
-        planned.post = ImageRef(
-            kind=FILE, blob=planned.blob, size=planned.post_bytes, mode=mode
-        )
-    elif kind == PUT_FILE:
-
-        def done(blob: BlobInfo) -> None:
-            planned.post = ImageRef(
-                kind=FILE, blob=blob.digest, size=blob.size, mode=mode
-            )
-
-        jobs.append(_StoreJob(planned.source, planned.post_bytes, done))
-    elif planned.source is None:
-        planned.post = ImageRef(kind=TREE, blob=planned.blob, size=planned.post_bytes)
-    else:
-        entries = planned.post_walk or []
-        _queue_tree(planned.source, entries, jobs)
-        finish.append(lambda: setattr(planned, "post", _tree_image(store, entries)))
-
-
-def _capture_pre(
-    store: BlobStore,
-    tree: Path,
-    planned: PlannedOp,
-    jobs: list[_StoreJob],
-    finish: list,
-) -> None:
-    """Queue the work that fills ``planned.pre`` from what the disk holds."""
-    path = tree / planned.path
-    found, info = lstat_kind(path)
-    if found == ABSENT or info is None:
-        planned.pre = ImageRef()
-        return
-    mode = info.st_mode & 0o7777
-    if planned.kind == SET_MODE:
-        planned.pre = ImageRef(kind=found, mode=mode)
-        planned.post = ImageRef(kind=found, mode=planned.mode or 0)
-    elif found == SYMLINK:
-        planned.pre = ImageRef(kind=SYMLINK, target=os.readlink(path))
-    elif found == DIR and planned.kind == MAKE_DIR:
-        planned.pre = ImageRef(kind=DIR, mode=mode)
-    elif found == DIR:
-        entries = planned.pre_walk if planned.pre_walk is not None else walk(path)
-        _queue_tree(path, entries, jobs)
-        finish.append(lambda: setattr(planned, "pre", _tree_image(store, entries)))
-    else:
-
-        def done(blob: BlobInfo) -> None:
-            planned.pre = ImageRef(
-                kind=FILE, blob=blob.digest, size=blob.size, mode=mode
-            )
-
-        jobs.append(_StoreJob(path, info.st_size, done))
-
-
-def _queue_tree(top: Path, entries: list[WalkedEntry], jobs: list[_StoreJob]) -> None:
-    for entry in entries:
-        if entry.kind == FILE:
-
-            def done(blob: BlobInfo, entry: WalkedEntry = entry) -> None:
-                entry.blob = blob.digest
-
-            jobs.append(_StoreJob(top / entry.relpath, entry.size, done))
-
-
-def _tree_image(store: BlobStore, entries: list[WalkedEntry]) -> ImageRef:
-    listing = store.put_tree_listing([e.to_tree_entry() for e in entries], sync=False)
-    return ImageRef(kind=TREE, blob=listing.digest, size=sum(e.size for e in entries))

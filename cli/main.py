@@ -28,11 +28,7 @@ COMMAND_MODULES = (
 
 def _load_commands() -> None:
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -83,10 +83,27 @@ def read_holder(fd: int) -> int | None:
 
 
 def _wait_for_pid(fd: int) -> int | None:
-    """The holder's pid, waiting briefly for a holder that just took it."""
+    """The holder's pid, waiting briefly for a holder that just took it.
+
+    A pid whose process is gone was left by a holder that died without
+    releasing (the kernel dropped its lock, not its pid): the new holder
+    has yet to write its own.
+    """
     deadline = time.monotonic() + _PID_WAIT
     while True:
         holder = read_holder(fd)
+        if holder is not None and not _alive(holder):
+            holder = None
         if holder is not None or time.monotonic() >= deadline:
             return holder
         time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

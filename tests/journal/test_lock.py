@@ -102,3 +102,29 @@ def test_release_lets_the_next_writer_in(tmp_path: Path) -> None:
     with WriterLock(lock_path) as second:
         assert second.held
     assert not first.held
+
+
+def test_loser_ignores_the_pid_a_dead_holder_left(tmp_path: Path) -> None:
+    """A holder killed without releasing leaves its pid in the file; a loser
+    racing the next holder (which has not written its pid yet) must not name
+    the dead one."""
+    lock_path = tmp_path / "lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    lock_path.write_text(dead.stdout)
+    # Takes the lock and never writes a pid: a new holder caught in between.
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(lock_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError) as caught:
+            WriterLock(lock_path).acquire()
+        assert caught.value.holder_pid is None
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

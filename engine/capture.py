@@ -150,6 +150,7 @@ def _capture_pre(work: _Work, tree: Path, planned: PlannedOp) -> None:
             planned.pre = ImageRef(
                 kind=FILE, blob=blob.digest, size=blob.size, mode=mode
             )
+            planned.pre_owned = blob.linked
 
         work.jobs.append(_StoreJob(path, info.st_size, done))
 

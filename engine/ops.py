@@ -206,6 +206,8 @@ class PlannedOp:
 
     ``pre`` and ``post`` are filled in by the transaction's prepare step;
     ``pre_walk`` and ``post_walk`` hold the trees walked while planning.
+    ``pre_owned`` says the pre-image's blob was linked in by this capture
+    (``journal.records.OpIntended``).
     """
 
     op: int
@@ -222,6 +224,7 @@ class PlannedOp:
     post_bytes: int = 0
     pre: ImageRef = field(default_factory=ImageRef)
     post: ImageRef = field(default_factory=ImageRef)
+    pre_owned: bool = False
 
     def staged(self) -> Staged | None:
         """The staged source, for ``engine.placement.realize``."""
@@ -236,6 +239,7 @@ class PlannedOp:
             pre=self.pre,
             post=self.post,
             planned=planned,
+            pre_owned=self.pre_owned,
             at=at,
         )
 

@@ -28,12 +28,20 @@ edit of the deployed file, made in place (``>>``, most editors keeping the
 inode), into a silent edit of the stored image: drift would go unseen, the
 image would no longer match its hash, and a later rollback would restore
 the edit. Pre-images are hard links only while the file they capture is
-about to be replaced; post-images are private copies in the store; restores
-copy, except on a full disk, where a rollback links the blob back rather
-than fail (and says so). A rollback also gives the store private copies of
-pre-images captured for files it never replaced (``unshare_pre_images``).
-The same rule keeps two deployed paths with equal content from sharing an
-inode, whose modes and edits would leak into each other.
+about to be replaced; post-images are private copies in the store.
+
+A rollback puts a pre-image back by moving its blob into the tree with one
+rename when the transaction owns that blob (``pre_owned``: it linked the
+very inode in, and no earlier record names it), the blob has no other name,
+and no later step of the rollback needs it: the file gets its own inode
+back, the store drops a blob nobody needs, and no byte is written. This is
+what makes a rollback of thousands of files cheap. Other restores copy,
+except on a full disk, where a rollback links the blob back rather than
+fail (and says so). A rollback also unlinks owned blobs of files it never
+replaced, and gives every other blob still sharing a tree file's inode a
+private copy (``unshare_pre_images``). The same rule keeps two deployed
+paths with equal content from sharing an inode, whose modes and edits would
+leak into each other.
 
 Scratch names beside a target are ``.updock-<tx>-<op>.tmp`` and
 ``.updock-<tx>-<op>.build``; ``remove_scratch`` clears them after a crash.
@@ -53,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+import msgspec
+
 from engine.errors import EngineError
 from engine.paths import SCRATCH_PREFIX
 from engine.trees import (
@@ -61,6 +71,7 @@ from engine.trees import (
     SYMLINK,
     build_tree,
     copy_all,
+    hash_file,
     kind_of,
     remove_tree,
     same_content,
@@ -71,6 +82,10 @@ from journal.crashpoints import crashpoint
 from journal.records import ABSENT, TREE, ImageRef
 
 logger = logging.getLogger(__name__)
+
+_CAPTURING = "capturing"
+_paths_encoder = msgspec.json.Encoder()
+_paths_decoder = msgspec.json.Decoder(list[str])
 
 # Copy failures after which a restore links the blob instead.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -99,6 +114,7 @@ class OpRecord(Protocol):
     path: str
     pre: ImageRef
     post: ImageRef
+    pre_owned: bool
 
 
 @dataclass
@@ -214,6 +230,7 @@ def realize(
     known: ImageRef | None = None,
     other: ImageRef | None = None,
     link_ok: bool = False,
+    take: bool = False,
 ) -> bool:
     """Make the path of ``record`` hold ``image``; do nothing if it does.
 
@@ -230,6 +247,8 @@ def realize(
             no other name is linked back (the very inode the file had, no
             space needed) instead of copied; the caller then runs
             ``unshare_pre_images``.
+        take: Restoring pre-images: the blob may be moved into the tree
+            instead of copied (``takeable_blobs``).
 
     Returns:
         True when something changed.
@@ -253,7 +272,7 @@ def realize(
 
     if image.kind == FILE:
         may_be_folder = known is None or known.kind in (DIR, TREE)
-        _place_file(ws, record, path, image, source, may_be_folder, link_ok)
+        _place_file(ws, record, path, image, source, may_be_folder, link_ok, take)
     elif image.kind == ABSENT:
         _clear(ws, path)
     elif image.kind == SYMLINK:
@@ -275,12 +294,15 @@ def _place_file(
     source: Staged | None,
     may_be_folder: bool,
     link_ok: bool,
+    take: bool = False,
 ) -> None:
     if image.blob is None:
         raise ImageUnavailableError(path, image)
     if may_be_folder and _is_folder(path):
         _to_trash(ws, path)
     if source is not None and _move_in(source, path, image.mode):
+        return
+    if take and _take_blob(ws.store, image.blob, path, image.mode):
         return
     tmp = ws.scratch(record.path, record.op, "tmp")
     _unlink_quietly(tmp)
@@ -303,6 +325,21 @@ def fill_from_blob(store: BlobStore, digest: str, dest: Path, link_ok: bool) -> 
             raise
         _unlink_quietly(dest)
         os.link(store.path_of(digest), dest)
+
+
+def _take_blob(store: BlobStore, digest: str, path: Path, mode: int) -> bool:
+    """Move blob ``digest`` to ``path`` with one rename, when the store's
+    name is its only one; False when it is not (or is gone) and a copy must
+    serve instead."""
+    blob = store.path_of(digest)
+    try:
+        if os.stat(blob).st_nlink != 1:
+            return False
+        os.rename(blob, path)
+    except FileNotFoundError:
+        return False
+    os.chmod(path, mode)
+    return True
 
 
 def _move_in(source: Staged, path: Path, mode: int) -> bool:
@@ -433,8 +470,12 @@ def undo_all(
         How many operations changed something on disk.
     """
     changed = 0
+    takers = takeable_blobs(ws, records)
     for done, record in enumerate(reversed(records), 1):
-        if realize(ws, record, record.pre, other=record.post, link_ok=True):
+        take = takers.get(record.pre.blob or "") == record.op
+        if realize(
+            ws, record, record.pre, other=record.post, link_ok=True, take=take
+        ):
             changed += 1
             logger.debug(
                 "transaction %s: undid op %d on %s", ws.tx, record.op, record.path
@@ -443,6 +484,31 @@ def undo_all(
         if on_op is not None:
             on_op(done)
     return changed
+
+
+def takeable_blobs(ws: Workspace, records: Sequence[OpRecord]) -> dict[str, int]:
+    """Blobs an undo may move into the tree, each with the one operation that
+    may take it: the last, in undo order, of the file pre-images naming it.
+
+    Only blobs the transaction owns qualify (``pre_owned``), and none a tree
+    pre-image names: its files are rebuilt from the store after. Several
+    operations may name one blob (files of equal content); the earlier ones
+    in undo order copy it, the last takes it.
+    """
+    owned = {
+        r.pre.blob for r in records if r.pre_owned and r.pre.kind == FILE and r.pre.blob
+    }
+    if not owned:
+        return {}
+    takers: dict[str, int] = {}
+    for record in records:  # op order: the first op is undone last
+        pre = record.pre
+        if pre.kind == TREE and pre.blob:
+            for entry in ws.listing(pre.blob):
+                owned.discard(entry.blob or "")
+        elif pre.kind == FILE and pre.blob in owned and pre.blob not in takers:
+            takers[pre.blob] = record.op
+    return {digest: op for digest, op in takers.items() if digest in owned}
 
 
 def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
@@ -463,50 +529,126 @@ def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
 
 
 def unshare_pre_images(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
-    """Give the store its own copy of every pre-image the tree now holds.
+    """End every sharing of an inode between the tree and the store.
 
-    A pre-image is captured by hard-linking the file about to be replaced,
-    and undoing links it back; once the transaction ends with that file in
-    the tree (rolled back, aborted), file and blob would share an inode
-    (see the module doc). The blob's name gets a private copy instead, so
-    the tree keeps its very inode. Copies are written first, made durable
-    with one sync, and only then renamed over the blobs' names: a power cut
-    can never leave a name pointing at lost data. When a copy cannot be
-    made (the disk that failed the transaction is still full), the sharing
-    stays, with a WARNING: the rollback itself matters more.
+    A pre-image is captured by hard-linking the file about to be replaced;
+    once the transaction ends with that file in the tree (rolled back,
+    aborted), file and blob would share an inode (see the module doc). A
+    blob the transaction owns (``pre_owned``) is needed by no one once the
+    transaction is undone: its name is simply removed. Any other blob's
+    name gets a private copy, so the tree keeps its very inode. Copies are
+    written first, made durable with one sync, and only then renamed over
+    the blobs' names: a power cut can never leave a name pointing at lost
+    data. When a copy cannot be made (the disk that failed the transaction
+    is still full), the sharing stays, with a WARNING: the rollback itself
+    matters more.
 
     Args:
         ws: The transaction's workspace.
-        records: Its operations.
-        step: The crash-point name passed once the copies are durable.
+        records: Its operations, all undone (or never applied).
+        step: The crash-point name passed once the blobs are unshared.
+
+    Returns:
+        How many blobs were removed or got a private copy.
+    """
+    found = (
+        (path, digest, record.pre_owned and record.pre.kind == FILE)
+        for record in records
+        for path, digest in _pre_files(ws, record)
+    )
+    return _unshare(ws, found, step)
+
+
+def _unshare(
+    ws: Workspace, found: Iterable[tuple[Path, str, bool]], step: str
+) -> int:
+    """Unshare each (tree file, blob, owned) that shares an inode (see
+    ``unshare_pre_images``)."""
+    copies: list[tuple[Path, Path]] = []
+    removed = 0
+    for path, digest, owned in found:
+        if not _shares_inode(ws.store, path, digest):
+            continue
+        if owned:
+            ws.store.remove(digest, sync=False)
+            removed += 1
+            continue
+        try:
+            copies.append((copy_blob_aside(ws.store, digest), ws.store.path_of(digest)))
+        except OSError as exc:
+            logger.warning(
+                "%s shares its inode with blob %s (a private copy failed: %s); "
+                "an edit in place would change the stored image",
+                path,
+                digest,
+                exc,
+            )
+    if copies:
+        sync_filesystems([ws.store.root])
+    if copies or removed:
+        crashpoint(step)
+    for tmp, final in copies:
+        os.rename(tmp, final)
+    return removed + len(copies)
+
+
+def note_capturing(ws: Workspace, paths: Sequence[str]) -> None:
+    """Record durably which paths' pre-images are about to be captured.
+
+    A crash after a batch's capture and before its intents reach the journal
+    leaves tree files sharing their inode with blobs no record names. This
+    list, ``<work_dir>/capturing`` (one per transaction, each batch
+    overwriting the last), is how recovery finds them (``unshare_captured``).
+    """
+    fresh = not ws.work_dir.is_dir()
+    ws.work_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:  # the transaction's folder, and <state>/txn if it is new too
+        fsio.fsync_dir(ws.work_dir.parent)
+        fsio.fsync_dir(ws.work_dir.parent.parent)
+    fsio.write_atomic(ws.work_dir / _CAPTURING, _paths_encoder.encode(list(paths)))
+
+
+def unshare_captured(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
+    """Unshare the files of a batch captured but never journaled.
+
+    Reads the list ``note_capturing`` left; each listed path that is not
+    among ``records`` (the journaled intents) is looked at, a folder file by
+    file: a file with more than one name is hashed, and if the store's blob
+    of that hash is its inode, the blob gets a private copy (whether some
+    record names it cannot be known cheaply, so it is never just removed).
 
     Returns:
         How many blobs got a private copy.
     """
-    copies: list[tuple[Path, Path]] = []
-    for record in records:
-        for path, digest in _pre_files(ws, record):
-            if not _shares_inode(ws.store, path, digest):
-                continue
-            try:
-                copies.append(
-                    (copy_blob_aside(ws.store, digest), ws.store.path_of(digest))
-                )
-            except OSError as exc:
-                logger.warning(
-                    "%s shares its inode with blob %s (a private copy failed: %s); "
-                    "an edit in place would change the stored image",
-                    path,
-                    digest,
-                    exc,
-                )
-    if not copies:
-        return 0
-    sync_filesystems([ws.store.root])
-    crashpoint(step)
-    for tmp, final in copies:
-        os.rename(tmp, final)
-    return len(copies)
+    try:
+        paths = _paths_decoder.decode((ws.work_dir / _CAPTURING).read_bytes())
+    except FileNotFoundError:
+        return 0  # no batch was being captured
+    known = {record.path for record in records}
+    found = (
+        (path, hash_file(path), False)
+        for rel in paths
+        if rel not in known
+        for path in _linked_files(ws.tree / rel)
+    )
+    return _unshare(ws, found, step)
+
+
+def _linked_files(top: Path) -> Iterator[Path]:
+    """``top`` or, for a folder, every file under it, that has a second name."""
+    try:
+        info = os.lstat(top)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        yield top
+    elif stat.S_ISDIR(info.st_mode):
+        for folder, _dirs, files in os.walk(top):
+            for name in files:
+                path = Path(folder) / name
+                found = os.lstat(path)
+                if stat.S_ISREG(found.st_mode) and found.st_nlink > 1:
+                    yield path
 
 
 def _shares_inode(store: BlobStore, path: Path, digest: str) -> bool:

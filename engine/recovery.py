@@ -44,6 +44,7 @@ from engine.placement import (
     remove_scratch,
     sync_filesystems,
     undo_all,
+    unshare_captured,
     unshare_pre_images,
 )
 from engine.trees import remove_tree
@@ -194,6 +195,7 @@ def _restore_files(
         if way == "back":
             changed = undo_all(ws, intents, "recovery.undo.op")
             unshare_pre_images(ws, intents, "recovery.unshared")
+            unshare_captured(ws, intents, "recovery.unshared")
         else:
             changed = redo_all(ws, intents, "recovery.redo.op")
         remove_scratch(ws, intents)

@@ -22,6 +22,9 @@ new one. Its steps, each ending in a durable state a crash may stop in:
 4. Batches, of at most ``BATCH_OPS`` operations and ``BATCH_BYTES`` of
    pre-images each, are captured and journaled one at a time, each just
    before it is applied:
+   - list the batch's paths in ``<state>/txn/<tx>/capturing`` (replaced
+     atomically, fsync'd): after a crash before the intents, recovery finds
+     there the tree files that were linked into the store;
    - capture the batch's pre-images: each file about to be replaced or
      deleted is hashed and hard-linked into the store (a folder: all its
      files plus a listing). Linking, unlike a copy, costs no data write;
@@ -48,12 +51,15 @@ new one. Its steps, each ending in a durable state a crash may stop in:
 Shared inodes: no deployed file keeps its inode shared with a blob once
 the transaction has ended, or an edit in place of the file would silently
 change the stored image. Post-images are private copies; pre-images are
-links only until their file is replaced; restores copy. A rollback gives a
-private copy to every captured pre-image whose file was never replaced,
-which batching bounds to one batch of files. (After a crash between a
+links only until their file is replaced. A rollback moves a pre-image the
+transaction linked in back into the tree by rename (no byte written),
+else copies it; it removes such blobs of files it never replaced, which
+batching bounds to one batch, and gives any other blob still sharing an
+inode a private copy (``engine.placement``). (After a crash between a
 batch's capture and its intents, that batch's links are unknown to
-recovery; the blobs are unreferenced, and the store never trusts a blob
-with a second name: see ``engine.trees``.)
+recovery but for the list of paths above: it gives those blobs private
+copies, and the store never trusts a blob with a second name: see
+``engine.trees``.)
 
 Where the point of no return lies, and why: after the placement, not
 before it. The health gate runs on the placed files, and when it fails the
@@ -67,8 +73,9 @@ any operation whose result is not on disk (``engine.placement``).
 
 Durability calls per transaction do not grow with the number of files:
 four journal fsyncs (begun, applied, decided, committed) plus one per
-batch of intents, and one ``syncfs`` per filesystem after staging, one per
-batch, one after applying (a rollback adds one or two). Every call goes through ``journal.fsio``.
+batch of intents, two per batch for its list of paths, and one ``syncfs``
+per filesystem after staging, one per batch, one after applying (a
+rollback adds one or two). Every call goes through ``journal.fsio``.
 
 A failure while applying (ENOSPC, EACCES, EROFS, EBUSY, any error) rolls
 every operation back at once and raises ``PlacementFailedError`` (a
@@ -116,6 +123,7 @@ from engine.placement import (
     realize,
     remove_scratch,
     sync_filesystems,
+    note_capturing,
     undo_all,
     unshare_pre_images,
 )
@@ -474,6 +482,7 @@ class Transaction:
         Crash points: ``<step>.captured``, then ``tx.prepare.journaled`` for
         the first batch, ``tx.apply.intents`` for the others.
         """
+        note_capturing(self._ws, [planned.path for planned in batch])
         self._captured = batch[-1].op + 1
         capture_pres(self._store, self.tree, batch)
         sync_filesystems([self._store.root, self.tree])

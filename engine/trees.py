@@ -153,7 +153,7 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
     if os.stat(final).st_ino != info.st_ino:
         os.unlink(final)
         return store.put_path(path, link=True, sync=False)
-    return BlobInfo(digest, info.st_size)
+    return BlobInfo(digest, info.st_size, linked=True)
 
 
 _copy_names = itertools.count()

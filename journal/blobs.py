@@ -41,8 +41,13 @@ _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES, errno.ENOTSUP)
 
 
 class BlobInfo(msgspec.Struct, frozen=True):
+    """A stored blob: its sha256 and size. ``linked`` is true when this very
+    put created the blob as a new hard link to the stored file (the blob is
+    that file's inode, and nothing stored before names it)."""
+
     digest: str
     size: int
+    linked: bool = False
 
 
 class TreeEntry(msgspec.Struct, array_like=True, frozen=True):
@@ -71,6 +76,7 @@ class BlobStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._root_text = os.fspath(self.root)
         self._tmp = self.root / "tmp"
         self._names = itertools.count()
         self._unsynced_dirs: set[Path] = set()
@@ -81,7 +87,8 @@ class BlobStore:
         """Where the blob ``digest`` lives (whether or not it exists)."""
         if len(digest) != 64 or not _HEX.issuperset(digest):
             raise ValueError(f"not a sha256 hex digest: {digest!r}")
-        return self.root / digest[:2] / digest[2:]
+        # One string, one Path: rollbacks ask this for every file.
+        return Path(f"{self._root_text}/{digest[:2]}/{digest[2:]}")
 
     def has(self, digest: str) -> bool:
         return self.path_of(digest).is_file()

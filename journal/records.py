@@ -70,6 +70,12 @@ class OpIntended(Event, tag="op_intended"):
     ``planned`` is how many operations the transaction has in all (0 when
     unknown): intents are journaled in batches, so a transaction stopped
     half-way may have journaled fewer.
+
+    ``pre_owned``: the pre-image's blob is the captured file itself, hard
+    linked into the store by this transaction (no earlier record names it).
+    Rolling back may then move that blob back into the tree, by rename,
+    instead of copying it; the blob leaves the store, and a verify of a
+    rolled-back or aborted transaction does not look for it.
     """
 
     tx: str
@@ -79,6 +85,7 @@ class OpIntended(Event, tag="op_intended"):
     pre: ImageRef = ImageRef()
     post: ImageRef = ImageRef()
     planned: int = 0
+    pre_owned: bool = False
 
 
 class OpApplied(Event, tag="op_applied"):

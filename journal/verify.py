@@ -7,7 +7,10 @@ Checked, in record order, stopping at the first problem:
   and across segments;
 - every payload decodes (records of unknown kinds are counted, not errors);
 - every blob an ``OpIntended`` pre-image or post-image references exists and
-  hashes to its name; a tree image's listing and every blob it names too;
+  hashes to its name; a tree image's listing and every blob it names too.
+  One exception: a pre-image the transaction owned (``pre_owned``) is
+  checked only when the transaction committed or decided to; a rollback
+  moves such a blob back into the tree, so elsewhere it may be gone;
 - the state the newest checkpoint gives equals the state of replaying every
   record (a wrong snapshot would silently change what recovery does).
 
@@ -24,7 +27,12 @@ from typing import NamedTuple
 from journal import records
 from journal.blobs import BlobStore
 from journal.errors import BlobError, CorruptRecordError
-from journal.journal import Journal, TornTail
+from journal.journal import Journal, Located, TornTail
+from journal.state import COMMITTED, DECIDED
+
+# Transactions whose owned pre-images must stay in the store: a committed
+# one may still be undone as a whole (``updock upgrade rollback``).
+_KEEPS_PRE = (COMMITTED, DECIDED)
 
 
 class DanglingBlobError(BlobError):
@@ -62,6 +70,9 @@ def verify_journal(directory: Path, blobs: BlobStore | None) -> VerifyResult:
         DanglingBlobError: a referenced blob is missing or corrupt.
     """
     journal = Journal.open(directory, writable=False)
+    keeps_pre = {
+        tx for tx, state in journal.state.txs.items() if state.status in _KEEPS_PRE
+    }
     checked: set[str] = set()
     unknown: Counter[str] = Counter()
     count, first = 0, None
@@ -72,7 +83,8 @@ def verify_journal(directory: Path, blobs: BlobStore | None) -> VerifyResult:
         if isinstance(event, records.UnknownEvent):
             unknown[event.type] += 1
         elif type(event) is records.OpIntended and blobs is not None:
-            _check_images(located.path, located.offset, event, blobs, checked)
+            with_pre = not event.pre_owned or event.tx in keeps_pre
+            _check_images(located, event, blobs, checked, with_pre)
 
     _check_checkpoint(journal, directory)
     return VerifyResult(
@@ -87,10 +99,15 @@ def verify_journal(directory: Path, blobs: BlobStore | None) -> VerifyResult:
 
 
 def _check_images(
-    path: Path, offset: int, op: records.OpIntended, blobs: BlobStore, checked: set[str]
+    located: Located,
+    op: records.OpIntended,
+    blobs: BlobStore,
+    checked: set[str],
+    with_pre: bool,
 ) -> None:
+    path, offset = located.path, located.offset
     for side, image in (("pre-image", op.pre), ("post-image", op.post)):
-        if image.blob is None:
+        if image.blob is None or (side == "pre-image" and not with_pre):
             continue
         what = f"{side} of op {op.op} of {op.tx} ({op.path})"
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -130,12 +131,25 @@ def check_recovered(root: Path, ref: Reference) -> str:
         )
     state = root / ".updock"
     verify_journal(state / "journal", BlobStore(state / "blobs"))
+    shared = file_inodes(tree) & file_inodes(state / "blobs")
+    assert not shared, f"{root}: {len(shared)} tree files share an inode with a blob"
     with Journal.open(state / "journal", writable=False) as journal:
         unfinished = [tx.tx for tx in journal.state.unfinished()]
     assert unfinished == [], f"{root}: unfinished after recovery: {unfinished}"
     work = state / "txn"
     assert not work.exists() or not os.listdir(work), f"{root}: leftovers in {work}"
     return outcome
+
+
+def file_inodes(top: Path) -> set[tuple[int, int]]:
+    """The (device, inode) of every regular file under ``top``."""
+    found = set()
+    for folder, _dirs, files in os.walk(top):
+        for name in files:
+            info = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(info.st_mode):
+                found.add((info.st_dev, info.st_ino))
+    return found
 
 
 def describe_diff(found: dict, ref: Reference) -> str:

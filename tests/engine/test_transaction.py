@@ -22,7 +22,7 @@ from engine.ops import (
 from engine.paths import LinkTargetEscapeError, RootPathError, SymlinkInPathError
 from engine.placement import DIFFERENT, compare, redo_all, undo_all
 from engine.recovery import intents_of
-from journal.verify import verify_journal
+from journal.verify import DanglingBlobError, verify_journal
 
 
 @pytest.fixture
@@ -372,3 +372,67 @@ def test_plan_refuses_missing_tree(tmp_path):
         tx.plan([Op.make_dir("a")])
     assert not dep.tree.exists()
     dep.journal.close()
+
+
+def test_roll_back_gives_files_their_own_inodes_back(dep):
+    """An undo moves each owned pre-image back by rename: the files get
+    their very inodes back, the store drops those blobs, and the journal
+    still verifies (a rolled-back transaction needs no pre-image)."""
+    dep.write("a.txt", "new a\n", staged=True)
+    before = {name: os.stat(dep.tree / name).st_ino for name in ("a.txt", "b.txt")}
+    old = dep.snapshot()
+    tx = run(dep, [Op.put_file("a.txt", source=dep.staging / "a.txt"),
+                   Op.delete_file("b.txt")])
+    pres = [record.pre.blob for record in intents_of(dep.journal.tx_records(tx.id))]
+    assert all(record.pre_owned for record in intents_of(dep.journal.tx_records(tx.id)))
+
+    tx.roll_back("test")
+
+    assert dep.snapshot() == old
+    after = {name: os.stat(dep.tree / name).st_ino for name in ("a.txt", "b.txt")}
+    assert after == before
+    assert not any(dep.store.has(digest) for digest in pres)
+    verify_journal(dep.root / ".updock" / "journal", dep.store)
+
+
+def test_roll_back_of_twins_one_replaced_one_not(dep, monkeypatch):
+    """Two files of equal content share one owned blob: when the second
+    operation fails, the file never replaced keeps its inode, the replaced
+    one comes back as another inode, and no tree file is left sharing an
+    inode with the store."""
+    dep.write("twin1", "same\n", 0o600)
+    dep.write("twin2", "same\n", 0o644)
+    dep.write("twin1", "changed\n", staged=True)
+    old = dep.snapshot()
+    second = os.stat(dep.tree / "twin2").st_ino
+    real_realize = transaction.realize
+
+    def failing(ws, record, image, **kwargs):
+        if record.path == "twin2":
+            raise OSError(errno.EIO, "injected", str(ws.tree / record.path))
+        return real_realize(ws, record, image, **kwargs)
+
+    monkeypatch.setattr(transaction, "realize", failing)
+    with pytest.raises(RolledBackError):
+        run(dep, [Op.put_file("twin1", source=dep.staging / "twin1"),
+                  Op.delete_file("twin2")])
+
+    assert dep.snapshot() == old
+    one, two = os.stat(dep.tree / "twin1"), os.stat(dep.tree / "twin2")
+    assert two.st_ino == second and one.st_ino != second
+    assert one.st_nlink == 1 and two.st_nlink == 1
+    verify_journal(dep.root / ".updock" / "journal", dep.store)
+
+
+def test_verify_still_wants_committed_pre_images(dep):
+    """A committed transaction may be undone later: its owned pre-images
+    must stay, and a missing one is reported."""
+    dep.write("a.txt", "new a\n", staged=True)
+    tx = run(dep, [Op.put_file("a.txt", source=dep.staging / "a.txt")])
+    tx.commit(version="2")
+    (record,) = intents_of(dep.journal.tx_records(tx.id))
+    assert record.pre_owned
+    os.unlink(dep.store.path_of(record.pre.blob))
+
+    with pytest.raises(DanglingBlobError):
+        verify_journal(dep.root / ".updock" / "journal", dep.store)

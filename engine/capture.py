@@ -1,17 +1,21 @@
 """Capturing images: filling in each planned operation's pre-image and
 post-image, with their content in the blob store.
 
-Post-images are stored as private copies (``engine.trees.store_copy``): the
-staged file itself moves into the tree. Pre-images are hard links
-(``engine.trees.store_file``) of files about to be replaced. Folders become
-tree listings whose files are stored the same way. Large files are hashed
-on a few threads (hashlib and ``read`` release the GIL) while the main
-thread does the small ones, for which threads would only contend for the
-GIL.
+Staged files and pre-images are stored by hard link (``engine.trees``:
+``store_staged``, ``store_file``): no byte is copied. A staged file then
+moves into the tree, sharing its inode with its blob until the transaction
+ends and releases the blob (``engine.placement.release_posts``); a
+pre-image's file is about to be replaced. The files of a staged folder are
+stored as private copies (``engine.trees.store_copy``): the folder moves
+into the tree whole, and its listing cannot say which blobs a transaction
+linked. Folders become tree listings. Large files are hashed on a few
+threads (hashlib and ``read`` release the GIL) while the main thread does
+the small ones, for which threads would only contend for the GIL.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +32,16 @@ from engine.ops import (
     PlannedOp,
     lstat_kind,
 )
-from engine.trees import DIR, FILE, SYMLINK, WalkedEntry, store_copy, store_file, walk
+from engine.trees import (
+    DIR,
+    FILE,
+    SYMLINK,
+    WalkedEntry,
+    store_copy,
+    store_file,
+    store_staged,
+    walk,
+)
 from journal import BlobInfo, BlobStore
 from journal.records import ABSENT, TREE, ImageRef
 
@@ -38,7 +51,8 @@ _THREADED_BYTES = 1024 * 1024
 
 
 def capture_posts(store: BlobStore, planned: Iterable[PlannedOp]) -> None:
-    """Fill in every ``post``, storing staged content as private copies."""
+    """Fill in every ``post``: staged files by hard link, staged folders'
+    files as private copies."""
     work = _Work(store)
     for op in planned:
         _capture_post(work, op)
@@ -55,11 +69,13 @@ def capture_pres(store: BlobStore, tree: Path, planned: Iterable[PlannedOp]) -> 
 
 @dataclass(frozen=True)
 class _StoreJob:
-    """A file to store, and what to do with its ``BlobInfo``."""
+    """A file to store, and what to do with its ``BlobInfo``; ``put``, when
+    set, stores it instead of the run's default."""
 
     path: Path
     size: int
     done: Callable[[BlobInfo], None]
+    put: Callable[[BlobStore, Path], BlobInfo] | None = None
 
 
 class _Work:
@@ -73,13 +89,13 @@ class _Work:
     def run(self, put: Callable[[BlobStore, Path], BlobInfo]) -> None:
         with ThreadPoolExecutor(_HASH_THREADS) as pool:
             large = [
-                (pool.submit(put, self.store, job.path), job.done)
+                (pool.submit(job.put or put, self.store, job.path), job.done)
                 for job in self.jobs
                 if job.size >= _THREADED_BYTES
             ]
             for job in self.jobs:
                 if job.size < _THREADED_BYTES:
-                    job.done(put(self.store, job.path))
+                    job.done((job.put or put)(self.store, job.path))
             for future, done in large:
                 done(future.result())
         for step in self.after:
@@ -116,8 +132,10 @@ def _capture_post(work: _Work, planned: PlannedOp) -> None:
             planned.post = ImageRef(
                 kind=FILE, blob=blob.digest, size=blob.size, mode=mode
             )
+            planned.post_owned = blob.linked
 
-        work.jobs.append(_StoreJob(planned.source, planned.post_bytes, done))
+        job = _StoreJob(planned.source, planned.post_bytes, done, store_staged)
+        work.jobs.append(job)
     elif planned.source is None:
         planned.post = ImageRef(kind=TREE, blob=planned.blob, size=planned.post_bytes)
     else:
@@ -152,7 +170,12 @@ def _capture_pre(work: _Work, tree: Path, planned: PlannedOp) -> None:
             )
             planned.pre_owned = blob.linked
 
-        work.jobs.append(_StoreJob(path, info.st_size, done))
+        # A file that stays as it is keeps its inode to itself: its content
+        # is stored already, as the operation's post-image.
+        post = planned.post.blob if planned.post.kind == FILE else None
+        work.jobs.append(
+            _StoreJob(path, info.st_size, done, functools.partial(store_file, stored=post))
+        )
 
 
 def _tree_image(store: BlobStore, entries: list[WalkedEntry]) -> ImageRef:

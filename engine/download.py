@@ -11,7 +11,8 @@ How a package gets onto the disk:
    ``external``) is downloaded every time, and only when the deployment does
    not require signatures.
 2. Bytes stream into ``<name>.part`` beside the final name, hashed as they
-   arrive. An existing ``.part`` is resumed with ``Range: bytes=N-`` and its
+   arrive (written and hashed on a second thread while the next bytes are
+   received). An existing ``.part`` is resumed with ``Range: bytes=N-`` and its
    bytes are hashed first; the resume is kept only when the server answers
    206 with a ``Content-Range`` starting at N (and a total matching the
    manifest's size, when known). A 200 means the server ignored the range:
@@ -35,8 +36,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -479,26 +482,76 @@ def _write_part(pieces, url, part, offset, hasher, expected, report) -> int:
     """
     received = offset
     reported = offset
+    too_big = None
     report.emit("start", received)
     append = os.O_APPEND if offset else os.O_TRUNC
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | append, 0o644)
     try:
-        for piece in pieces:
-            if received + len(piece) > expected.limit:
-                error = _limit_error(url, expected, received + len(piece))
-                _discard(part)
-                raise error
-            _write_all(fd, piece)
-            hasher.update(piece)
-            received += len(piece)
-            if received - reported >= CHUNK_BYTES:
-                reported = received
-                report.emit("progress", received)
+        with _WriterThread(fd, hasher) as writer:
+            for piece in pieces:
+                if received + len(piece) > expected.limit:
+                    too_big = _limit_error(url, expected, received + len(piece))
+                    break
+                writer.put(piece)
+                received += len(piece)
+                if received - reported >= CHUNK_BYTES:
+                    reported = received
+                    report.emit("progress", received)
+        if too_big is not None:
+            _discard(part)
+            raise too_big
         fsio.note_write(part)
         fsio.fsync_fd(fd, part)
     finally:
         os.close(fd)
     return received
+
+
+class _WriterThread:
+    """Writes and hashes pieces on a thread of its own.
+
+    The socket is then read while the previous piece is written and hashed:
+    ``os.write`` and ``hashlib`` release the GIL, so two cores work at once
+    and hashing costs no throughput. At most ``_QUEUED`` pieces wait, which
+    bounds memory when the disk is slower than the network. Leaving the
+    ``with`` block waits until every piece is written; a write error (a full
+    disk) is raised there, or at the next ``put``.
+    """
+
+    _QUEUED = 8
+
+    def __init__(self, fd: int, hasher) -> None:
+        self._fd = fd
+        self._hasher = hasher
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="download-writer")
+
+    def __enter__(self) -> _WriterThread:
+        self._thread.start()
+        return self
+
+    def put(self, piece: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._pieces.put(piece)
+
+    def _run(self) -> None:
+        while (piece := self._pieces.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so that put() never blocks for good
+            try:
+                _write_all(self._fd, piece)
+            except OSError as exc:
+                self._error = exc
+                continue
+            self._hasher.update(piece)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._pieces.put(None)
+        self._thread.join()
+        if exc is None and self._error is not None:
+            raise self._error
 
 
 def _limit_error(url: str, expected: _Expected, received: int) -> DownloadError:

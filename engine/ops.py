@@ -206,8 +206,8 @@ class PlannedOp:
 
     ``pre`` and ``post`` are filled in by the transaction's prepare step;
     ``pre_walk`` and ``post_walk`` hold the trees walked while planning.
-    ``pre_owned`` says the pre-image's blob was linked in by this capture
-    (``journal.records.OpIntended``).
+    ``pre_owned`` and ``post_owned`` say the images' blobs were linked in by
+    this capture (``journal.records.OpIntended``).
     """
 
     op: int
@@ -225,6 +225,7 @@ class PlannedOp:
     pre: ImageRef = field(default_factory=ImageRef)
     post: ImageRef = field(default_factory=ImageRef)
     pre_owned: bool = False
+    post_owned: bool = False
 
     def staged(self) -> Staged | None:
         """The staged source, for ``engine.placement.realize``."""
@@ -240,6 +241,7 @@ class PlannedOp:
             post=self.post,
             planned=planned,
             pre_owned=self.pre_owned,
+            post_owned=self.post_owned,
             at=at,
         )
 

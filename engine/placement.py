@@ -28,7 +28,11 @@ edit of the deployed file, made in place (``>>``, most editors keeping the
 inode), into a silent edit of the stored image: drift would go unseen, the
 image would no longer match its hash, and a later rollback would restore
 the edit. Pre-images are hard links only while the file they capture is
-about to be replaced; post-images are private copies in the store.
+about to be replaced. A staged file is linked into the store as its
+post-image and then moved into the tree; when the transaction ends, the
+store's name goes (``release_posts``): the tree holds the content, and
+nothing needs it after a commit. (Staged folders' files are private copies
+in the store.)
 
 A rollback puts a pre-image back by moving its blob into the tree with one
 rename when the transaction owns that blob (``pre_owned``: it linked the
@@ -115,6 +119,7 @@ class OpRecord(Protocol):
     pre: ImageRef
     post: ImageRef
     pre_owned: bool
+    post_owned: bool
 
 
 @dataclass
@@ -514,11 +519,18 @@ def takeable_blobs(ws: Workspace, records: Sequence[OpRecord]) -> dict[str, int]
 def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
     """Put every post-image in place, first operation first.
 
+    An owned post-image whose blob is gone was released by a commit that a
+    crash stopped short of its record: every file was in place before the
+    commit was decided, so the file at the path is kept.
+
     Returns:
         How many operations changed something on disk.
     """
     changed = 0
     for record in records:
+        if _released(ws, record):
+            crashpoint(step)
+            continue
         if realize(ws, record, record.post, other=record.pre):
             changed += 1
             logger.debug(
@@ -526,6 +538,47 @@ def redo_all(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
             )
         crashpoint(step)
     return changed
+
+
+def _released(ws: Workspace, record: OpRecord) -> bool:
+    post = record.post
+    if not (record.post_owned and post.kind == FILE and post.blob):
+        return False
+    if ws.store.has(post.blob):
+        return False
+    path = ws.tree / record.path
+    if not os.path.isfile(path) or os.path.islink(path):
+        raise ImageUnavailableError(path, post)
+    if compare(ws, path, post) != SAME:
+        logger.warning(
+            "%s changed after transaction %s placed it; kept as it is", path, ws.tx
+        )
+    return True
+
+
+def release_posts(ws: Workspace, records: Sequence[OpRecord]) -> int:
+    """Remove the store's names of the post-images the transaction linked in
+    (``post_owned``), once it ends: the tree holds their content (committed)
+    or they are not wanted (rolled back). A blob that any other image of the
+    transaction names stays: its pre-images are what ``upgrade rollback``
+    restores, and a capture may have re-linked the name to another file of
+    the same content. The caller makes the removals durable (one sync)
+    before it journals the end.
+
+    Returns:
+        How many blobs were removed.
+    """
+    owned = {
+        r.post.blob for r in records if r.post_owned and r.post.kind == FILE and r.post.blob
+    }
+    if owned:
+        for record in records:
+            owned.difference_update(_image_blobs(ws, record.pre))
+            if not record.post_owned:
+                owned.difference_update(_image_blobs(ws, record.post))
+    for digest in owned:
+        ws.store.remove(digest, sync=False)
+    return len(owned)
 
 
 def unshare_pre_images(ws: Workspace, records: Sequence[OpRecord], step: str) -> int:
@@ -658,6 +711,14 @@ def _shares_inode(store: BlobStore, path: Path, digest: str) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return (info.st_ino, info.st_dev) == (blob.st_ino, blob.st_dev)
+
+
+def _image_blobs(ws: Workspace, image: ImageRef) -> list[str]:
+    if image.kind == FILE and image.blob:
+        return [image.blob]
+    if image.kind == TREE and image.blob:
+        return [entry.blob for entry in ws.listing(image.blob) if entry.blob]
+    return []
 
 
 def _pre_files(ws: Workspace, record: OpRecord) -> Iterator[tuple[Path, str]]:

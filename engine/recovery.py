@@ -41,6 +41,7 @@ from engine.placement import (
     default_work_dir,
     discard_work_dir,
     redo_all,
+    release_posts,
     remove_scratch,
     sync_filesystems,
     undo_all,
@@ -196,8 +197,10 @@ def _restore_files(
             changed = undo_all(ws, intents, "recovery.undo.op")
             unshare_pre_images(ws, intents, "recovery.unshared")
             unshare_captured(ws, intents, "recovery.unshared")
+            release_posts(ws, intents)
         else:
             changed = redo_all(ws, intents, "recovery.redo.op")
+            release_posts(ws, intents)
         remove_scratch(ws, intents)
         sync_filesystems([ws.tree, ws.store.root, ws.work_dir.parent])
         crashpoint("recovery.synced")

@@ -10,10 +10,10 @@ new one. Its steps, each ending in a durable state a crash may stop in:
 2. ``plan``: every path is checked (``engine.ops``, ``engine.paths``);
    nothing is written. ``check_space``: every filesystem that will be
    written (blob store and journal, staging, tree) has room, with a margin.
-3. ``prepare``: stage. Each staged file is hashed and copied into the blob
-   store in one read (a staged folder becomes a tree listing whose files
-   are stored the same way); the store keeps a private copy because the
-   staged file itself moves into the tree. One ``syncfs(2)`` per
+3. ``prepare``: stage. Each staged file is hashed and hard-linked into the
+   blob store (content the store holds already is not linked again); a
+   staged folder becomes a tree listing whose files are stored as private
+   copies. No staged byte is written twice. One ``syncfs(2)`` per
    filesystem makes every staged byte and blob durable at once, instead
    of one fsync per file (dpkg's per-file fsync turned a 5 s install into
    76 s). Then the first batch (below) is captured and journaled: for a
@@ -46,20 +46,23 @@ new one. Its steps, each ending in a durable state a crash may stop in:
 5. ``decide``: ``CommitDecided``, the point of no return. The upgrade
    pipeline journals its own steps (services started, health verdict)
    between ``apply`` and ``decide``.
-6. ``commit``: the replaced folders are removed, then ``Committed``.
+6. ``commit``: the replaced folders are removed and so are the store's
+   names of the staged files (one ``syncfs``), then ``Committed``.
 
 Shared inodes: no deployed file keeps its inode shared with a blob once
 the transaction has ended, or an edit in place of the file would silently
-change the stored image. Post-images are private copies; pre-images are
-links only until their file is replaced. A rollback moves a pre-image the
-transaction linked in back into the tree by rename (no byte written),
-else copies it; it removes such blobs of files it never replaced, which
-batching bounds to one batch, and gives any other blob still sharing an
-inode a private copy (``engine.placement``). (After a crash between a
-batch's capture and its intents, that batch's links are unknown to
-recovery but for the list of paths above: it gives those blobs private
-copies, and the store never trusts a blob with a second name: see
-``engine.trees``.)
+change the stored image. A staged file linked into the store shares its
+inode with the tree once placed, until the transaction ends: the commit
+(or a rollback) then removes the store's name, the tree holding the
+content (``release_posts``). Pre-images are links only until their file
+is replaced. A rollback moves a pre-image the transaction linked in back
+into the tree by rename (no byte written), else copies it; it removes
+such blobs of files it never replaced, which batching bounds to one
+batch, and gives any other blob still sharing an inode a private copy
+(``engine.placement``). After a crash between a batch's capture and its
+intents, recovery finds that batch's links through the list of paths
+above and unshares them; and the store never trusts a blob with a second
+name (``engine.trees``).
 
 Where the point of no return lies, and why: after the placement, not
 before it. The health gate runs on the placed files, and when it fails the
@@ -124,6 +127,7 @@ from engine.placement import (
     remove_scratch,
     sync_filesystems,
     note_capturing,
+    release_posts,
     undo_all,
     unshare_pre_images,
 )
@@ -161,7 +165,7 @@ _PROGRESS_EVERY = 256
 # A batch of operations gets its pre-images captured and its intents
 # journaled together, before any of it is applied. Bounded so that a
 # rollback half-way has at most one batch of captured, never-replaced files
-# to give private copies to (see the module doc).
+# to unshare (see the module doc).
 BATCH_OPS = 4096
 BATCH_BYTES = 256 * 1024 * 1024
 # Operations that create something in the tree (content, folder or link).
@@ -530,6 +534,8 @@ class Transaction:
             self.decide()
         self._require(DECIDED, "commit")
         discard_work_dir(self._ws)
+        if release_posts(self._ws, self._planned):
+            sync_filesystems([self._store.root])
         crashpoint("tx.finish.cleaned")
         self._journal.append(Committed(tx=self.id, version=version, at=time.time()))
         crashpoint("tx.committed")
@@ -555,6 +561,7 @@ class Transaction:
         undo_all(self._ws, journaled, "tx.undo.op")
         captured = self._planned[: self._captured]
         unshare_pre_images(self._ws, captured, "tx.undo.unshared")
+        release_posts(self._ws, self._planned)
         remove_scratch(self._ws, journaled)
         sync_filesystems(self._filesystems())
         crashpoint("tx.undo.synced")
@@ -570,6 +577,7 @@ class Transaction:
         if self._captured:
             captured = self._planned[: self._captured]
             unshare_pre_images(self._ws, captured, "tx.abort.unshared")
+        if self._captured or release_posts(self._ws, self._planned):
             sync_filesystems(self._filesystems())
         discard_work_dir(self._ws)
         self._journal.append(Aborted(tx=self.id, reason=reason, at=time.time()))

@@ -114,10 +114,13 @@ def tree_size(entries: list[WalkedEntry]) -> int:
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES, errno.ENOTSUP)
 
 
-def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
-    """Put a file about to be replaced into the blob store by hard link.
+def store_file(
+    store: BlobStore, path: Path | str, stored: str | None = None, staged: bool = False
+) -> BlobInfo:
+    """Put a file into the blob store by hard link.
 
-    For pre-images: the file is hashed through one descriptor, then linked
+    For pre-images and staged files: the file is hashed through one
+    descriptor, then linked
     straight to its digest's name (``store.path_of``), with no temporary
     name and no fsync (the caller makes the names durable with one
     ``syncfs``): a quarter of the system calls of ``BlobStore.put_path``,
@@ -125,7 +128,14 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
     the file afterwards (see ``engine.placement`` on shared inodes). A blob
     already there is kept when ``trusted``, else re-linked to this file;
     another filesystem falls back to a copy (``put_path``); a file replaced
-    between hashing and linking is caught by its inode number.
+    between hashing and linking is caught by its inode number. A file that
+    hashes to ``stored`` (a digest the caller knows is in the store already)
+    is not linked.
+
+    A ``staged`` file (a post-image, about to move into the tree, not to be
+    replaced) is linked only as new content: when its digest is stored
+    already, it is stored as ``store_copy`` does, so that a name another
+    operation relies on never becomes an inode the tree will hold.
     """
     path = os.fspath(path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -137,11 +147,15 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
     finally:
         os.close(fd)
     digest = hasher.hexdigest()
+    if digest == stored:
+        return BlobInfo(digest, info.st_size)
 
     final = store.path_of(digest)
     try:
         _link_new(path, final)
     except FileExistsError:
+        if staged:
+            return store_copy(store, path)
         existing = os.stat(final)
         if existing.st_ino != info.st_ino and not trusted(existing, info.st_size):
             return _relink(store, path, final, info)
@@ -156,14 +170,20 @@ def store_file(store: BlobStore, path: Path | str) -> BlobInfo:
     return BlobInfo(digest, info.st_size, linked=True)
 
 
+def store_staged(store: BlobStore, path: Path | str) -> BlobInfo:
+    """``store_file`` for a staged file (see there)."""
+    return store_file(store, path, staged=True)
+
+
 _copy_names = itertools.count()
 
 
 def store_copy(store: BlobStore, path: Path | str) -> BlobInfo:
     """Put a private copy of a file into the blob store.
 
-    For post-images, whose file is moved into the tree and must not share
-    its inode with the store. The file is hashed first; a ``trusted`` blob
+    For the files of a staged folder, which moves into the tree and must
+    not share its inodes with the store, and for staged files whose content
+    is stored already (``store_staged``). The file is hashed first; a ``trusted`` blob
     already there is kept, and nothing is written. Otherwise the copy goes
     straight to the digest's name, created exclusively, without fsync (the
     caller syncs the filesystem once): one file creation, no rename, which

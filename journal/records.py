@@ -76,6 +76,12 @@ class OpIntended(Event, tag="op_intended"):
     Rolling back may then move that blob back into the tree, by rename,
     instead of copying it; the blob leaves the store, and a verify of a
     rolled-back or aborted transaction does not look for it.
+
+    ``post_owned``: the post-image's blob is the staged file itself, hard
+    linked into the store by this transaction. The staged file moves into
+    the tree; when the transaction ends, the store's name is removed (the
+    tree holds the content), so a verify looks for such a blob only while
+    the transaction is unfinished.
     """
 
     tx: str
@@ -86,6 +92,7 @@ class OpIntended(Event, tag="op_intended"):
     post: ImageRef = ImageRef()
     planned: int = 0
     pre_owned: bool = False
+    post_owned: bool = False
 
 
 class OpApplied(Event, tag="op_applied"):

@@ -8,9 +8,11 @@ Checked, in record order, stopping at the first problem:
 - every payload decodes (records of unknown kinds are counted, not errors);
 - every blob an ``OpIntended`` pre-image or post-image references exists and
   hashes to its name; a tree image's listing and every blob it names too.
-  One exception: a pre-image the transaction owned (``pre_owned``) is
-  checked only when the transaction committed or decided to; a rollback
-  moves such a blob back into the tree, so elsewhere it may be gone;
+  Exceptions: a pre-image the transaction owned (``pre_owned``) is checked
+  only when the transaction committed or decided to (a rollback moves such
+  a blob back into the tree), and a post-image it owned (``post_owned``)
+  only while it is unfinished (its end removes the blob: the tree holds
+  the content);
 - the state the newest checkpoint gives equals the state of replaying every
   record (a wrong snapshot would silently change what recovery does).
 
@@ -28,7 +30,7 @@ from journal import records
 from journal.blobs import BlobStore
 from journal.errors import BlobError, CorruptRecordError
 from journal.journal import Journal, Located, TornTail
-from journal.state import COMMITTED, DECIDED
+from journal.state import COMMITTED, DECIDED, UNFINISHED
 
 # Transactions whose owned pre-images must stay in the store: a committed
 # one may still be undone as a whole (``updock upgrade rollback``).
@@ -73,6 +75,9 @@ def verify_journal(directory: Path, blobs: BlobStore | None) -> VerifyResult:
     keeps_pre = {
         tx for tx, state in journal.state.txs.items() if state.status in _KEEPS_PRE
     }
+    keeps_post = {
+        tx for tx, state in journal.state.txs.items() if state.status in UNFINISHED
+    }
     checked: set[str] = set()
     unknown: Counter[str] = Counter()
     count, first = 0, None
@@ -84,7 +89,8 @@ def verify_journal(directory: Path, blobs: BlobStore | None) -> VerifyResult:
             unknown[event.type] += 1
         elif type(event) is records.OpIntended and blobs is not None:
             with_pre = not event.pre_owned or event.tx in keeps_pre
-            _check_images(located, event, blobs, checked, with_pre)
+            with_post = not event.post_owned or event.tx in keeps_post
+            _check_images(located, event, blobs, checked, with_pre, with_post)
 
     _check_checkpoint(journal, directory)
     return VerifyResult(
@@ -104,10 +110,13 @@ def _check_images(
     blobs: BlobStore,
     checked: set[str],
     with_pre: bool,
+    with_post: bool,
 ) -> None:
     path, offset = located.path, located.offset
-    for side, image in (("pre-image", op.pre), ("post-image", op.post)):
-        if image.blob is None or (side == "pre-image" and not with_pre):
+    sides = [("pre-image", op.pre)] if with_pre else []
+    sides += [("post-image", op.post)] if with_post else []
+    for side, image in sides:
+        if image.blob is None:
             continue
         what = f"{side} of op {op.op} of {op.tx} ({op.path})"
         try:

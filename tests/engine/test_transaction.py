@@ -341,7 +341,17 @@ def test_transaction_end_leaves_no_file_sharing_inode_with_store(dep, ending):
     """An edit in place of a deployed file must never reach a stored image."""
     dep.write("same.txt", "unchanged\n")
     dep.write("same.txt", "unchanged\n", staged=True)
-    ops = [*every_kind(dep), Op.put_file("same.txt", source=dep.staging / "same.txt")]
+    dep.write("moved-from.txt", "moved\n")
+    for name, text in (("twin1", "twin\n"), ("twin2", "twin\n"), ("moved-to", "moved\n")):
+        dep.write(name, text, staged=True)
+    ops = [
+        *every_kind(dep),
+        Op.put_file("same.txt", source=dep.staging / "same.txt"),
+        Op.put_file("twin1", source=dep.staging / "twin1"),
+        Op.put_file("twin2", source=dep.staging / "twin2"),
+        Op.put_file("moved-to", source=dep.staging / "moved-to"),
+        Op.delete_file("moved-from.txt"),
+    ]
     tx = dep.begin()
     tx.plan(ops)
     tx.prepare()

@@ -11,8 +11,8 @@ How a package gets onto the disk:
    ``external``) is downloaded every time, and only when the deployment does
    not require signatures.
 2. Bytes stream into ``<name>.part`` beside the final name, hashed as they
-   arrive (written and hashed on a second thread while the next bytes are
-   received). An existing ``.part`` is resumed with ``Range: bytes=N-`` and its
+   arrive (written and hashed on two more threads while the next bytes
+   are received). An existing ``.part`` is resumed with ``Range: bytes=N-`` and its
    bytes are hashed first; the resume is kept only when the server answers
    206 with a ``Content-Range`` starting at N (and a total matching the
    manifest's size, when known). A 200 means the server ignored the range:
@@ -487,7 +487,7 @@ def _write_part(pieces, url, part, offset, hasher, expected, report) -> int:
     append = os.O_APPEND if offset else os.O_TRUNC
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | append, 0o644)
     try:
-        with _WriterThread(fd, hasher) as writer:
+        with _PieceSink(fd, hasher, offset) as writer:
             for piece in pieces:
                 if received + len(piece) > expected.limit:
                     too_big = _limit_error(url, expected, received + len(piece))
@@ -507,51 +507,86 @@ def _write_part(pieces, url, part, offset, hasher, expected, report) -> int:
     return received
 
 
-class _WriterThread:
-    """Writes and hashes pieces on a thread of its own.
+class _PieceSink:
+    """Writes pieces to the part on one thread and hashes them on another.
 
-    The socket is then read while the previous piece is written and hashed:
-    ``os.write`` and ``hashlib`` release the GIL, so two cores work at once
-    and hashing costs no throughput. At most ``_QUEUED`` pieces wait, which
-    bounds memory when the disk is slower than the network. Leaving the
-    ``with`` block waits until every piece is written; a write error (a full
-    disk) is raised there, or at the next ``put``.
+    The socket is read while earlier pieces are written and hashed:
+    ``os.write`` and ``hashlib`` release the GIL, so receiving, writing and
+    hashing proceed at once and hashing costs no throughput. Every
+    ``_WRITEBACK_BYTES`` the kernel is asked to start writing what came
+    (``fsio.start_writeback``), so the disk works during the transfer and
+    the final fsync is short. At most ``_QUEUED`` pieces wait per thread,
+    which bounds memory when the disk is slower than the network. Leaving
+    the ``with`` block waits until every piece is written and hashed; a
+    write error (a full disk) is raised there, or at the next ``put``.
     """
 
     _QUEUED = 8
+    _WRITEBACK_BYTES = 32 << 20
 
-    def __init__(self, fd: int, hasher) -> None:
+    def __init__(self, fd: int, hasher, offset: int) -> None:
         self._fd = fd
-        self._hasher = hasher
-        self._pieces: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
-        self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="download-writer")
+        self._written = self._flushed = offset
+        self._workers = [
+            _Worker("download-writer", self._write, self._QUEUED),
+            _Worker("download-hasher", hasher.update, self._QUEUED),
+        ]
 
-    def __enter__(self) -> _WriterThread:
-        self._thread.start()
+    def __enter__(self) -> _PieceSink:
+        for worker in self._workers:
+            worker.start()
         return self
+
+    def put(self, piece: bytes) -> None:
+        for worker in self._workers:
+            worker.put(piece)
+
+    def _write(self, piece: bytes) -> None:
+        _write_all(self._fd, piece)
+        self._written += len(piece)
+        if self._written - self._flushed >= self._WRITEBACK_BYTES:
+            fsio.start_writeback(self._fd, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        errors = [worker.finish() for worker in self._workers]
+        failed = next((error for error in errors if error is not None), None)
+        if exc is None and failed is not None:
+            raise failed
+
+
+class _Worker:
+    """A thread applying ``handle`` to each queued piece, in order. After a
+    failure it drops the rest (still taking them, so ``put`` never blocks
+    for good); ``put`` and ``finish`` then raise or return the error."""
+
+    def __init__(self, name: str, handle, queued: int) -> None:
+        self._handle = handle
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(queued)
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
 
     def put(self, piece: bytes) -> None:
         if self._error is not None:
             raise self._error
         self._pieces.put(piece)
 
+    def finish(self) -> Exception | None:
+        self._pieces.put(None)
+        self._thread.join()
+        return self._error
+
     def _run(self) -> None:
         while (piece := self._pieces.get()) is not None:
             if self._error is not None:
-                continue  # drain, so that put() never blocks for good
-            try:
-                _write_all(self._fd, piece)
-            except OSError as exc:
-                self._error = exc
                 continue
-            self._hasher.update(piece)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._pieces.put(None)
-        self._thread.join()
-        if exc is None and self._error is not None:
-            raise self._error
+            try:
+                self._handle(piece)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                self._error = exc
 
 
 def _limit_error(url: str, expected: _Expected, received: int) -> DownloadError:

@@ -132,13 +132,25 @@ class _Body(httpx.SyncByteStream):
 
 
 class WideReadTransport(httpx.BaseTransport):
-    """Direct HTTP/1.1 connections reading up to ``READ_BYTES`` at a time."""
+    """Direct HTTP/1.1 connections reading up to ``READ_BYTES`` at a time.
+
+    Plain ``http`` and ``https`` requests go through two connection pools;
+    the second, and its TLS context (loading the CA bundle costs tens of
+    milliseconds), is made on the first ``https`` request.
+    """
 
     def __init__(self, verify: ssl.SSLContext | str | bool = True) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
-            network_backend=_WideBackend(),
-        )
+        self._verify = verify
+        self._pools: dict[bool, httpcore.ConnectionPool] = {}
+
+    def _pool_for(self, url: httpx.URL) -> httpcore.ConnectionPool:
+        tls = url.scheme == "https"
+        if tls not in self._pools:
+            context = httpx.create_ssl_context(verify=self._verify) if tls else None
+            self._pools[tls] = httpcore.ConnectionPool(
+                ssl_context=context, network_backend=_WideBackend()
+            )
+        return self._pools[tls]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         core_request = httpcore.Request(
@@ -154,7 +166,7 @@ class WideReadTransport(httpx.BaseTransport):
             extensions=request.extensions,
         )
         with _httpx_errors():
-            response = self._pool.handle_request(core_request)
+            response = self._pool_for(request.url).handle_request(core_request)
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
@@ -163,4 +175,5 @@ class WideReadTransport(httpx.BaseTransport):
         )
 
     def close(self) -> None:
-        self._pool.close()
+        for pool in self._pools.values():
+            pool.close()

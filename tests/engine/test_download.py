@@ -6,6 +6,7 @@ with a clear error and no file under the final name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -291,3 +292,29 @@ def test_download_local_path_and_file_url_hash_checked(tmp_path):
     assert_refused(tmp_path / "c.zip")
     with pytest.raises(SourceMissingError):
         download_file(str(tmp_path / "missing.zip"), tmp_path / "d.zip", sha256=DIGEST)
+
+
+def test_write_failure_mid_transfer_is_raised_and_leaves_no_file(
+    server, tmp_path, monkeypatch
+):
+    """A disk that fills while pieces are still arriving: the writer thread's
+    error reaches the caller (the transfer neither hangs nor reports
+    success) and nothing lands under the final name."""
+    import engine.download as download
+
+    real_write_all, calls = download._write_all, []
+
+    def filling(fd, piece):
+        calls.append(len(piece))
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, piece)
+
+    monkeypatch.setattr(download, "_write_all", filling)
+    dest = tmp_path / "cache" / "pkg.zip"
+    dest.parent.mkdir()
+    with pytest.raises(OSError) as caught:
+        fetch(server, dest)
+    assert caught.value.errno == errno.ENOSPC
+    assert not dest.exists()
+    assert len(calls) > 2

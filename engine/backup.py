@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import logging
 import os
+import posixpath
 import tarfile
 import time
 import zlib
@@ -93,7 +94,7 @@ def backup_sources(config: DeploymentConfig) -> list[tuple[Path, str]]:
         if compose.parent == tree.resolve():
             names.insert(0, compose.name)
     names += list(config.user_data)
-    sources = [(tree / name, name) for name in names if (tree / name).exists()]
+    sources = [(tree / name, name) for name in names if os.path.lexists(tree / name)]
     if config.config_path.exists():
         sources.append((config.config_path, f"{ROOT_PREFIX}/config.toml"))
     return sources
@@ -208,26 +209,51 @@ def unpack_backup(archive: Path, dest: Path) -> None:
     """Unpack a backup archive into the new folder ``dest``.
 
     Unlike a release package, a backup may hold symlinks (a configuration
-    file pointing at another, links inside the user data) and any permission
-    bits, and is restored as it was. tarfile's ``data`` filter still refuses
-    absolute names, ``..``, links leading outside ``dest`` and devices; the
-    archive's sha256 was checked against the journal before.
+    file pointing at another, a folder kept on another disk) and any
+    permission bits, and is restored as it was. tarfile's ``data`` filter
+    still refuses absolute names, ``..``, devices and hard links leading
+    outside ``dest``. A symlink may point anywhere, as the operator's did,
+    but no member may lie beneath one, so nothing is ever written through a
+    link. The archive's sha256 was checked against the journal before.
 
     Raises:
         BackupUnreadableError: the archive is damaged or holds an unsafe member.
     """
     dest.mkdir(parents=True)
+    links: set[str] = set()
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(dest, filter=_as_archived)
+            tar.extractall(
+                dest, filter=lambda member, path: _as_archived(member, path, links)
+            )
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise BackupUnreadableError(archive, str(exc)) from exc
 
 
-def _as_archived(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+class _BeneathLinkError(tarfile.FilterError):
+    def __init__(self, member: tarfile.TarInfo, link: str) -> None:
+        super().__init__(f"{member.name!r} lies beneath the symlink {link!r}")
+        self.tarinfo = member
+
+
+def _as_archived(
+    member: tarfile.TarInfo, dest: str, links: set[str]
+) -> tarfile.TarInfo | None:
     """The ``data`` filter's safety checks, with the archived modes kept (the
-    filter would drop group and other write bits, setgid folders ...)."""
-    checked = tarfile.data_filter(member, dest)
+    filter would drop group and other write bits, setgid folders ...) and
+    symlinks kept whatever their target (``links`` collects them)."""
+    name = posixpath.normpath(member.name)
+    for link in links:
+        if name.startswith(link + "/"):
+            raise _BeneathLinkError(member, link)
+    try:
+        checked = tarfile.data_filter(member, dest)
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        if not member.issym():
+            raise
+        checked = member
+    if member.issym():
+        links.add(name)
     if checked is None or not (member.isfile() or member.isdir()):
         return checked
     return checked.replace(mode=member.mode & 0o7777, deep=False)
@@ -248,9 +274,9 @@ def restore_ops(
         if name == ROOT_PREFIX or (name in user_data and not with_data):
             continue
         if entry.is_symlink():
-            ops.append(Op.make_symlink(name, os.readlink(entry)))
+            ops.append(Op.make_symlink(name, os.readlink(entry), restoring=True))
         elif entry.is_dir():
-            ops.append(Op.replace_dir(name, source=entry))
+            ops.append(Op.replace_dir(name, source=entry, restoring=True))
         elif entry.is_file():
             ops.append(
                 Op.put_file(name, source=entry, mode=entry.stat().st_mode & 0o7777)

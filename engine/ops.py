@@ -121,6 +121,11 @@ class Op:
     ``path`` is relative to the tree root. Content comes from ``source`` (a
     staged file or folder, moved into place when on the same filesystem) or
     from ``blob`` (a file's sha256 or a tree listing's, in the blob store).
+
+    ``restoring`` marks an operation that puts back what the tree held
+    before (a rollback, a backup restore): its symlinks may point anywhere,
+    as the operator's own links did. Release content never sets it; its
+    links must stay inside the tree.
     """
 
     kind: str
@@ -130,6 +135,7 @@ class Op:
     mode: int | None = None
     target: str | None = None
     preserve: frozenset[str] = frozenset()
+    restoring: bool = False
 
     @classmethod
     def put_file(
@@ -149,14 +155,21 @@ class Op:
 
     @classmethod
     def replace_dir(
-        cls, path: str, *, source: Path | None = None, listing: str | None = None
+        cls,
+        path: str,
+        *,
+        source: Path | None = None,
+        listing: str | None = None,
+        restoring: bool = False,
     ) -> Op:
         """Replace a folder (or create one) with a whole staged or stored tree."""
         if (source is None) == (listing is None):
             raise InvalidOpError(
                 path, "replace_dir needs exactly one of source or listing"
             )
-        return cls(REPLACE_DIR, path, _path_or_none(source), listing)
+        return cls(
+            REPLACE_DIR, path, _path_or_none(source), listing, restoring=restoring
+        )
 
     @classmethod
     def delete_file(cls, path: str) -> Op:
@@ -179,9 +192,10 @@ class Op:
         return cls(SET_MODE, path, mode=_checked_mode(path, mode))
 
     @classmethod
-    def make_symlink(cls, path: str, target: str) -> Op:
-        """Create or replace a symlink; its target must stay inside the tree."""
-        return cls(MAKE_SYMLINK, path, target=target)
+    def make_symlink(cls, path: str, target: str, *, restoring: bool = False) -> Op:
+        """Create or replace a symlink; unless ``restoring``, its target must
+        stay inside the tree."""
+        return cls(MAKE_SYMLINK, path, target=target, restoring=restoring)
 
     @classmethod
     def swap_tree(cls, source: Path, preserve: Iterable[str] = ()) -> Op:
@@ -288,7 +302,7 @@ class _Planner:
             self._append(PlannedOp(0, MAKE_DIR, parent, mode=_DEFAULT_DIR_MODE), DIR)
             self.owner[parent] = self.planned[-1]
         planned = PlannedOp(0, op.kind, path, op.source, op.blob, op.mode, op.target)
-        self._append(planned, self._check_kind(planned))
+        self._append(planned, self._check_kind(planned, op.restoring))
         self.owner[path] = planned
 
     def _append(self, planned: PlannedOp, result: str) -> None:
@@ -304,7 +318,7 @@ class _Planner:
             if earlier is not None and earlier.kind not in _KEEPS_FOLDER:
                 raise OverlappingOpsError(path, parent, earlier.kind)
 
-    def _check_kind(self, planned: PlannedOp) -> str:
+    def _check_kind(self, planned: PlannedOp, restoring: bool) -> str:
         """Check the op fits what is at its path; return what it leaves there."""
         found, info = lstat_kind(self.tree / planned.path)
         kind = planned.kind
@@ -312,10 +326,10 @@ class _Planner:
             raise WrongKindError(planned.path, kind, found)
         if kind == SET_MODE and found not in (FILE, DIR):
             raise WrongKindError(planned.path, kind, found)
-        if kind == MAKE_SYMLINK:
+        if kind == MAKE_SYMLINK and not restoring:
             check_link_target(planned.path, planned.target or "")
         if kind in (PUT_FILE, REPLACE_DIR):
-            self._check_content(planned)
+            self._check_content(planned, restoring)
         if found == DIR and kind not in _KEEPS_FOLDER:
             planned.pre_walk = walk(self.tree / planned.path)
             planned.pre_bytes = sum(entry.size for entry in planned.pre_walk)
@@ -331,7 +345,7 @@ class _Planner:
             MAKE_SYMLINK: SYMLINK,
         }[kind]
 
-    def _check_content(self, planned: PlannedOp) -> None:
+    def _check_content(self, planned: PlannedOp, restoring: bool) -> None:
         want = FILE if planned.kind == PUT_FILE else DIR
         if planned.source is not None:
             found, info = lstat_kind(planned.source)
@@ -345,7 +359,8 @@ class _Planner:
             else:
                 planned.post_walk = walk(planned.source)
                 planned.post_bytes = sum(entry.size for entry in planned.post_walk)
-                _check_staged_links(planned.path, planned.post_walk)
+                if not restoring:
+                    _check_staged_links(planned.path, planned.post_walk)
             return
         digest = planned.blob or ""
         if not self.store.has(digest):

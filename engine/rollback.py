@@ -96,10 +96,10 @@ def _restore_op(intent: OpIntended) -> Op:
     if pre.kind == FILE:
         return Op.put_file(intent.path, blob=pre.blob, mode=pre.mode)
     if pre.kind == SYMLINK:
-        return Op.make_symlink(intent.path, pre.target or "")
+        return Op.make_symlink(intent.path, pre.target or "", restoring=True)
     if pre.kind == DIR:
         return Op.make_dir(intent.path, pre.mode)
-    return Op.replace_dir(intent.path, listing=pre.blob)
+    return Op.replace_dir(intent.path, listing=pre.blob, restoring=True)
 
 
 def undo_last_commit(

@@ -315,3 +315,89 @@ def test_backup_restore_killed_at_every_step_recovers_before_or_after(root, tmp_
 
     outcomes = in_parallel(one, chosen)
     assert set(outcomes) == {"before", "after"}
+
+
+def test_links_pointing_outside_survive_upgrade_rollback_and_restore(root, tmp_path):
+    """The operator's own symlinks may point outside the project folder (a
+    file kept elsewhere, even one not there right now): an upgrade that
+    removes one, its rollback and a backup restore all put it back exactly."""
+    docker = root / "docker"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "legacy.conf").write_text("kept on another disk\n")
+    (docker / "config" / "legacy.conf").unlink()
+    (docker / "config" / "legacy.conf").symlink_to(elsewhere / "legacy.conf")
+    (docker / ".env").unlink()
+    (docker / ".env").symlink_to("../../elsewhere/env")
+    assert create(root).returncode == exitcodes.OK
+    (row,) = listed(root)
+    before = snapshot(docker)
+    release = build_demo_release(tmp_path / "release")
+    manifest = str(release.manifest_path)
+
+    applied = run(root, "upgrade", "apply", "--manifest", manifest, "--yes", "--no-services")
+    assert applied.returncode == exitcodes.OK, explain(applied)
+    assert not (docker / "config" / "legacy.conf").is_symlink()
+    rolled = run(root, "upgrade", "rollback", "--yes", "--no-services")
+    assert rolled.returncode == exitcodes.OK, explain(rolled)
+    assert snapshot(docker) == before
+
+    (docker / ".env").unlink()
+    (docker / ".env").write_text("EDITED=1\n")
+    restored = _restore(root, row["backup_id"])
+    assert restored.returncode == exitcodes.OK, explain(restored)
+    assert snapshot(docker) == before
+    assert os.readlink(docker / ".env") == "../../elsewhere/env"
+    verify_deployment_journal(root)
+
+
+def _archive(path: Path, members: list[tuple[str, str, bytes | str]]) -> Path:
+    """A tar.gz of (name, kind, content-or-link-target) members."""
+    import io
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            if kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
+                tar.addfile(info)
+            else:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("conf", "symlink", "/tmp"), ("conf/planted", "file", b"through the link\n")],
+        [("a", "symlink", "b"), ("a/x", "file", b"beneath a link inside\n")],
+        [("../escape", "file", b"outside\n")],
+    ],
+    ids=["beneath-outside-link", "beneath-inside-link", "dot-dot"],
+)
+def test_backup_unpack_refuses_writing_through_links(tmp_path, members):
+    from engine.backup import BackupUnreadableError, unpack_backup
+
+    archive = _archive(tmp_path / "hostile.tar.gz", members)
+    with pytest.raises(BackupUnreadableError):
+        unpack_backup(archive, tmp_path / "dest")
+    assert not os.path.lexists("/tmp/planted")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_backup_unpack_keeps_a_link_pointing_outside(tmp_path):
+    from engine.backup import unpack_backup
+
+    archive = _archive(
+        tmp_path / "links.tar.gz",
+        [
+            ("env", "symlink", "/etc/elsewhere/env"),
+            ("conf/app.conf", "file", b"x=1\n"),
+            ("/abs", "file", b"absolute, so made relative\n"),
+        ],
+    )
+    unpack_backup(archive, tmp_path / "dest")
+    assert os.readlink(tmp_path / "dest" / "env") == "/etc/elsewhere/env"
+    assert (tmp_path / "dest" / "conf" / "app.conf").read_bytes() == b"x=1\n"
+    assert (tmp_path / "dest" / "abs").is_file() and not os.path.lexists("/abs")

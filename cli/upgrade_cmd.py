@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,7 +19,7 @@ from cli.errors import exit_code_for
 from cli.render import JsonRenderer, make_renderer
 from cli.session import open_deployment, open_read_only
 from engine.config import DeploymentConfig, load_config, record_version
-from engine.errors import RolledBackError
+from engine.errors import BadInputError, RolledBackError
 from engine.rollback import undo_last_commit
 from engine.services import Services
 from engine.upgrade import (
@@ -90,14 +91,58 @@ def _confirm(yes: bool, as_json: bool):
     return ask
 
 
+@Parameter(name="*")
+@dataclass(kw_only=True)
+class Release:
+    """Which release to look at, and how to fetch it (shared by check and
+    apply).
+
+    Parameters
+    ----------
+    manifest
+        Manifest URL or file; default [updates] manifest_url in config.toml.
+    strategy
+        auto, or force full or patch.
+    allow_downgrade
+        Accept (and install) a manifest older than the installed version.
+    arch
+        Architecture to pick packages for (x86_64, aarch64); default the host's.
+    timeout
+        Seconds to wait for a server that sends nothing before a try fails
+        (a download is tried up to 5 times, resuming each time).
+    """
+
+    manifest: str | None = None
+    strategy: Literal["auto", "full", "patch"] = "auto"
+    allow_downgrade: bool = False
+    arch: str | None = None
+    timeout: float = 30.0
+
+    def options(self, **more) -> UpgradeOptions:
+        if not self.timeout > 0:
+            raise BadTimeoutError(self.timeout)
+        return UpgradeOptions(
+            manifest=self.manifest,
+            strategy=self.strategy,
+            allow_downgrade=self.allow_downgrade,
+            arch=self.arch,
+            timeout=self.timeout,
+            **more,
+        )
+
+
+class BadTimeoutError(BadInputError):
+    hint = "give --timeout a number of seconds above zero"
+
+    def __init__(self, value: float) -> None:
+        super().__init__(f"--timeout {value} is not a positive number of seconds")
+
+
 @upgrade_app.command(name="check")
 def check_command(
+    release: Release | None = None,
     *,
     root: Path = Path("."),
-    manifest: str | None = None,
-    strategy: Literal["auto", "full", "patch"] = "auto",
-    allow_downgrade: bool = False,
-    arch: str | None = None,
     json: bool = False,
 ) -> int:
     """Say whether an upgrade is available; change nothing.
@@ -109,20 +154,10 @@ def check_command(
     ----------
     root
         The deployment root (the folder holding config.toml).
-    manifest
-        Manifest URL or file; default [updates] manifest_url in config.toml.
-    strategy
-        auto, or force full or patch.
-    allow_downgrade
-        Accept a manifest older than the installed version.
-    arch
-        Architecture to pick packages for (x86_64, aarch64); default the host's.
     json
         Print the plan as one JSON object.
     """
-    options = UpgradeOptions(
-        manifest=manifest, strategy=strategy, allow_downgrade=allow_downgrade, arch=arch
-    )
+    options = (release or Release()).options()
     with _state_for_reading(root, no_services=False) as (config, state):
         plan = check_upgrade(config, state, options)
     code = exitcodes.OK if plan.action == "none" else exitcodes.UPGRADE_AVAILABLE
@@ -136,17 +171,14 @@ def check_command(
 
 @upgrade_app.command(name="apply")
 def apply(
+    release: Release | None = None,
     *,
     root: Path = Path("."),
-    manifest: str | None = None,
-    strategy: Literal["auto", "full", "patch"] = "auto",
     check: bool = False,
     dry_run: bool = False,
     force: bool = False,
-    allow_downgrade: bool = False,
     yes: Annotated[bool, Parameter(name=["--yes", "-y"])] = False,
     no_services: bool = False,
-    arch: str | None = None,
     json: bool = False,
 ) -> int:
     """Upgrade the deployment, as one recoverable transaction.
@@ -162,10 +194,6 @@ def apply(
     ----------
     root
         The deployment root (the folder holding config.toml).
-    manifest
-        Manifest URL or file; default [updates] manifest_url in config.toml.
-    strategy
-        auto, or force full or patch.
     check
         Only say whether an upgrade is available (as 'upgrade check').
     dry_run
@@ -173,36 +201,18 @@ def apply(
         print the plan, and stop: the deployment is not touched.
     force
         Download the package again even when a verified copy is cached.
-    allow_downgrade
-        Install a manifest older than the installed version.
     yes
         Do not ask for confirmation.
     no_services
         Change files only: do not load images, stop, start or health-check
         services (for deployments without a Docker engine).
-    arch
-        Architecture to pick packages for (x86_64, aarch64); default the host's.
     json
         Print JSON lines of progress events and a final result object.
     """
+    release = release or Release()
     if check:
-        return check_command(
-            root=root,
-            manifest=manifest,
-            strategy=strategy,
-            allow_downgrade=allow_downgrade,
-            arch=arch,
-            json=json,
-        )
-    options = UpgradeOptions(
-        manifest=manifest,
-        strategy=strategy,
-        dry_run=dry_run,
-        force=force,
-        allow_downgrade=allow_downgrade,
-        no_services=no_services,
-        arch=arch,
-    )
+        return check_command(release, root=root, json=json)
+    options = release.options(dry_run=dry_run, force=force, no_services=no_services)
     renderer = make_renderer(json)
     try:
         if dry_run:

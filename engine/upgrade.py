@@ -40,7 +40,7 @@ from pathlib import Path
 from engine import patchplan, signing
 from engine.backup import create_backup
 from engine.config import DeploymentConfig, record_version
-from engine.download import Fetched, fetch_package
+from engine.download import DownloadPolicy, Fetched, fetch_package
 from engine.errors import (
     BadInputError,
     RefusedError,
@@ -129,6 +129,7 @@ class UpgradeOptions:
     allow_downgrade: bool = False
     no_services: bool = False
     arch: str | None = None
+    timeout: float = 30.0  # seconds a silent server is waited for, per try
 
 
 @dataclass
@@ -209,7 +210,7 @@ def _check(config: DeploymentConfig, state: State, options: UpgradeOptions) -> _
     source = options.manifest or config.manifest_url
     if not source:
         raise NoManifestError()
-    manifest = load_manifest(source)
+    manifest = load_manifest(source, timeout=options.timeout)
     key = signing.load_public_key(config.public_key) if config.public_key else None
     if key is not None:
         verify_manifest_signature(manifest, key)
@@ -427,6 +428,10 @@ def _download(config, checked: _Checked, options, cache_dir: Path, progress) -> 
             require_hash=key is not None,
             force=options.force,
             progress=progress,
+            policy=DownloadPolicy(
+                read_timeout=options.timeout,
+                connect_timeout=min(options.timeout, DownloadPolicy.connect_timeout),
+            ),
         )
         if key is not None:
             verify_package_signature(package, fetched.sha256, key)

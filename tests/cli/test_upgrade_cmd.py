@@ -318,3 +318,38 @@ def test_apply_signed_release_with_trusted_key_succeeds(tmp_path):
     assert (
         root / "docker" / "app" / "server.py"
     ).read_bytes() == b"print('new server')\n"
+
+
+def test_apply_timeout_bounds_a_stalled_server(root, release, tmp_path):
+    """A server that goes silent mid-body fails the upgrade after about five
+    tries of --timeout seconds each (not minutes), with the download exit
+    code and the deployment as it was."""
+    with MisbehavingServer() as server:
+        server.files = {release.full_path.name: release.full_path.read_bytes()}
+        server.behaviour = "stall"
+        doc = json.loads(release.manifest_path.read_text())
+        doc.pop("patch")
+        for entry in [*doc["platforms"].values(), doc["packages"]["full"]]:
+            entry["url"] = server.url(release.full_path.name)
+        manifest = tmp_path / "stalling.json"
+        manifest.write_text(json.dumps(doc), encoding="utf-8")
+        before = snapshot(root, skip={".updock", "cacheDuckData"})
+
+        started = time.monotonic()
+        result = apply(root, manifest, "--yes", "--no-services", "--timeout", "0.5")
+        took = time.monotonic() - started
+        server.released.set()
+
+    assert result.returncode == exitcodes.DOWNLOAD, explain(result)
+    assert "timed out" in result.stderr
+    assert took < 30, took
+    assert snapshot(root, skip={".updock", "cacheDuckData"}) == before
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_apply_timeout_must_be_positive(root, release, value):
+    before = snapshot(root, skip={".updock"})
+    result = apply(root, release.manifest_path, "--yes", "--no-services", "--timeout", value)
+    assert result.returncode == exitcodes.BAD_INPUT, explain(result)
+    assert "--timeout" in result.stderr
+    assert snapshot(root, skip={".updock"}) == before

@@ -130,7 +130,8 @@ def store_file(
     another filesystem falls back to a copy (``put_path``); a file replaced
     between hashing and linking is caught by its inode number. A file that
     hashes to ``stored`` (a digest the caller knows is in the store already)
-    is not linked.
+    is not linked. Nor is a file with other names (hard links), whose
+    inode could be edited through them: it is stored as a private copy.
 
     A ``staged`` file (a post-image, about to move into the tree, not to be
     replaced) is linked only as new content: when its digest is stored
@@ -149,6 +150,10 @@ def store_file(
     digest = hasher.hexdigest()
     if digest == stored:
         return BlobInfo(digest, info.st_size)
+    if info.st_nlink > 1:
+        # Another name (a hard link elsewhere, perhaps outside the tree)
+        # could edit this inode in place: the store gets a private copy.
+        return store_copy(store, path)
 
     final = store.path_of(digest)
     try:

@@ -446,3 +446,32 @@ def test_verify_still_wants_committed_pre_images(dep):
 
     with pytest.raises(DanglingBlobError):
         verify_journal(dep.root / ".updock" / "journal", dep.store)
+
+
+def test_files_with_other_names_are_stored_as_copies(dep, tmp_path):
+    """A file with a hard link elsewhere (outside the tree, or a twin in the
+    user data) can be edited through that name after the upgrade: its
+    pre-image must be a private copy, so the rollback still restores the
+    old bytes and the journal still verifies."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.link(dep.tree / "a.txt", outside / "a-link")
+    os.link(dep.tree / "conf" / "x.conf", dep.tree / "data" / "twin.conf")
+    dep.write("a.txt", "new a\n", staged=True)
+    old = dep.snapshot()
+    tx = run(dep, [Op.put_file("a.txt", source=dep.staging / "a.txt"),
+                   Op.delete_tree("conf")])
+    intents = intents_of(dep.journal.tx_records(tx.id))
+    assert not any(record.pre_owned for record in intents)
+    with open(outside / "a-link", "a") as edit:
+        edit.write("edited through the outside link\n")
+    with open(dep.tree / "data" / "twin.conf", "a") as edit:
+        edit.write("edited through the twin\n")
+    verify_journal(dep.root / ".updock" / "journal", dep.store)
+
+    tx.roll_back("test")
+
+    restored = dep.snapshot()
+    for path in ("a.txt", "conf/x.conf"):
+        assert restored[path] == old[path], path
+    verify_journal(dep.root / ".updock" / "journal", dep.store)

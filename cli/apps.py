@@ -1,4 +1,8 @@
-"""The cyclopts applications every command module attaches its commands to."""
+"""The cyclopts applications every command module attaches its commands to.
+
+Ctrl-C is not left to cyclopts (which would exit 130 silently): it reaches
+``cli.commandline``, which says what became of the interrupted command.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ app = cyclopts.App(
     help="Crash-safe upgrades of docker-compose deployments.",
     version="0.1.0",
     version_flags=["--version"],
+    suppress_keyboard_interrupt=False,
 )
+app.meta.suppress_keyboard_interrupt = False
 journal_app = cyclopts.App(name="journal", help="Read, verify and replay the journal.")
 upgrade_app = cyclopts.App(name="upgrade", help="Check for, apply and undo upgrades.")
 release_app = cyclopts.App(name="release", help="Build and sign releases.")

@@ -71,7 +71,11 @@ def describe(exc: BaseException) -> tuple[int, str]:
     """The exit code and the operator message (error and next step) of ``exc``."""
     code = exit_code_for(exc)
     if code == exitcodes.INTERRUPTED:
-        return code, "interrupted"
+        hint = getattr(exc, "hint", None) or (
+            "any updock command first finishes or undoes what was left "
+            "unfinished ('updock status' shows it)"
+        )
+        return code, f"{str(exc) or 'interrupted'}\nnext: {hint}"
     if code == exitcodes.INTERNAL:
         logger.debug("unexpected error", exc_info=exc)
         return code, (

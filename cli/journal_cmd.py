@@ -29,7 +29,10 @@ _json = msgspec.json.Encoder()
 
 
 class NoJournalError(BadInputError):
-    hint = "pass --root with the deployment root (the folder holding .updock/)"
+    hint = (
+        "nothing to read until updock first changes this deployment; if this "
+        "is the wrong folder, pass --root with the deployment root"
+    )
 
     def __init__(self, path: Path) -> None:
         super().__init__(f"no journal at {path}: nothing recorded there yet")

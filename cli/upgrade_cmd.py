@@ -261,7 +261,8 @@ def apply(
         _err.print("dry run: package downloaded, verified and staged; nothing changed")
     else:
         _err.print(
-            f"upgraded {result.plan.current} -> {result.plan.target} "
+            f"upgraded {result.plan.current or 'an unknown version'} -> "
+            f"{result.plan.target} "
             f"(transaction {result.tx}, backup {result.backup_id}) "
             f"in {result.seconds:.1f}s"
         )
@@ -367,7 +368,6 @@ def rollback(
         except RolledBackError:
             services.start(None)
             raise
-        if outcome.version:
-            record_version(session.config, outcome.version)
+        record_version(session.config, outcome.version)
     _err.print(outcome.describe())
     return exitcodes.OK

@@ -188,9 +188,10 @@ def _str_or_none(path: Path, table: dict, key: str) -> str | None:
     raise ConfigError(path, f"{key} must be a string, not {type(value).__name__}")
 
 
-def record_version(config: DeploymentConfig, version: str) -> None:
+def record_version(config: DeploymentConfig, version: str | None) -> None:
     """Durably write ``[versions] docker_service`` so the existing client's
-    readers see the installed version; every other key is kept as it was.
+    readers see the installed version (None removes it: unknown again);
+    every other key is kept as it was.
     """
     path = config.config_path
     try:
@@ -200,6 +201,9 @@ def record_version(config: DeploymentConfig, version: str) -> None:
     versions = doc.setdefault("versions", tomlkit.table())
     if versions.get("docker_service") == version:
         return
-    versions["docker_service"] = version
+    if version is None:
+        del versions["docker_service"]
+    else:
+        versions["docker_service"] = version
     fsio.write_atomic(path, tomlkit.dumps(doc).encode("utf-8"))
     logger.debug("config.toml records version %s", version)

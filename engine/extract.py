@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING
 
 from engine.errors import BadInputError
 from engine.manifest import normalize_relpath
+from engine.paths import THROUGH_LINK_HINT
 from journal import fsio
 
 if TYPE_CHECKING:
@@ -122,6 +123,17 @@ class PatchContentError(BadInputError):
         super().__init__(f"patch path {path!r} {problem}")
         self.path = path
         self.problem = problem
+
+
+class DeployedLinkError(PatchContentError):
+    """A patch path lies beneath a symbolic link of the deployment: the
+    deployment, not the package, has to change."""
+
+    hint = THROUGH_LINK_HINT
+
+    def __init__(self, path: str, link: Path) -> None:
+        super().__init__(path, f"passes through the symbolic link {link}")
+        self.link = link
 
 
 @dataclass(frozen=True)
@@ -554,9 +566,7 @@ def _check_tree_ancestors(tree_root: Path, path: str, relpath: str) -> None:
         if found is None:
             return
         if stat.S_ISLNK(found.st_mode):
-            raise PatchContentError(
-                path, f"passes through the symbolic link {ancestor}"
-            )
+            raise DeployedLinkError(path, ancestor)
         if not stat.S_ISDIR(found.st_mode):
             raise PatchContentError(
                 path, f"lies under {ancestor}, which is not a directory"

@@ -239,6 +239,10 @@ def load_manifest(
 
         data = fetch_bytes(text, max_bytes=max_bytes, timeout=timeout)
         return parse_manifest(data, source=text)
+    if "://" in text and scheme != "file":
+        raise ManifestError(
+            text, "$", f"cannot be read: {scheme}:// is not supported (http, https, file)"
+        )
 
     path = local_path(text)
     try:

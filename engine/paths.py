@@ -65,8 +65,17 @@ class ReservedPathError(UnsafePathError):
         )
 
 
+THROUGH_LINK_HINT = (
+    "updock never writes through a symbolic link in the deployment: replace "
+    "the link by the folder it points to, or list that folder among the "
+    "user-data folders ([updates] user_data in config.toml)"
+)
+
+
 class SymlinkInPathError(UnsafePathError):
     """A parent component is a symlink: writing below it could leave the tree."""
+
+    hint = THROUGH_LINK_HINT
 
     def __init__(self, path: str, link: str) -> None:
         super().__init__(path, f"its parent {link!r} is a symlink")

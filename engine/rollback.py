@@ -54,6 +54,13 @@ class ReplayRefusedError(RefusedError):
         self.reason = reason
 
 
+class NothingToUndoError(RefusedError):
+    hint = "nothing to do: 'updock journal inspect' lists what was recorded"
+
+    def __init__(self) -> None:
+        super().__init__("nothing to undo: no upgrade has been committed here")
+
+
 class UndoRolledBackError(RolledBackError):
     def __init__(self, tx: str, undone: str, exc: BaseException) -> None:
         super().__init__(
@@ -134,7 +141,7 @@ def undo_last_commit(
     """
     last = journal.state.last_committed_tx
     if last is None:
-        raise ReplayRefusedError("-", "undo", "no transaction has been committed")
+        raise NothingToUndoError()
     return undo_commit(
         journal,
         store,

@@ -111,6 +111,18 @@ class UpgradeRolledBackError(RolledBackError):
         self.verdicts = verdicts
 
 
+class UpgradeInterruptedError(KeyboardInterrupt):
+    """Ctrl-C during an upgrade, saying what became of it."""
+
+    def __init__(self, tx: str, outcome: str, hint: str | None = None) -> None:
+        super().__init__(f"interrupted: upgrade {tx} {outcome}")
+        self.tx = tx
+        self.hint = hint
+
+
+_AGAIN = "run 'updock upgrade apply' again when ready"
+
+
 class HealthGateError(Exception):
     """Internal: the new release did not pass the health gate."""
 
@@ -484,10 +496,9 @@ def _step(progress: Progress, step: str, detail: str = "") -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
+        detail = str(exc) or type(exc).__name__
         progress(
-            ProgressEvent(
-                "step_failed", step, str(exc), seconds=time.monotonic() - started
-            )
+            ProgressEvent("step_failed", step, detail, seconds=time.monotonic() - started)
         )
         raise
     progress(ProgressEvent("step_finished", step, seconds=time.monotonic() - started))
@@ -655,23 +666,39 @@ class _Run:
     # -- failure --------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
-        """Abort or roll back, then raise the right error."""
+        """Abort or roll back, then raise the right error.
+
+        Ctrl-C is a failure like any other: the upgrade is rolled back at
+        once (a second Ctrl-C leaves that to the next command's recovery).
+        """
         tx = self.tx
-        if isinstance(exc, KeyboardInterrupt):
-            logger.warning("interrupted; transaction %s is left to recovery", tx.id)
-            raise exc
+        interrupted = isinstance(exc, KeyboardInterrupt)
         if not self.stopped and not self.changed:
             if tx.phase != "ended":  # a refused space check already aborted it
                 tx.abort(f"{type(exc).__name__}: {exc}")
             shutil.rmtree(self.staging / tx.id, ignore_errors=True)
             self.services.cleanup_images(tx.id, rolled_back=True)
+            if interrupted:
+                raise UpgradeInterruptedError(
+                    tx.id, "stopped before any change", _AGAIN
+                ) from exc
             raise exc
         try:
             with _step(self.progress, "rollback"):
                 verdict = self._roll_back(exc)
+        except KeyboardInterrupt as again:
+            raise UpgradeInterruptedError(
+                tx.id,
+                "is left half-way; the next updock command (or 'updock recover') "
+                "rolls it back",
+            ) from again
         except BaseException as rollback_error:
             raise RollbackFailedError(
                 f"upgrade {tx.id} failed", exc, rollback_error
+            ) from exc
+        if interrupted:
+            raise UpgradeInterruptedError(
+                tx.id, "was rolled back: the previous release is in place", _AGAIN
             ) from exc
         raise UpgradeRolledBackError(tx.id, exc, [verdict] if verdict else []) from exc
 

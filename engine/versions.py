@@ -105,6 +105,25 @@ class PatchNotApplicableError(BadInputError):
         self.reason = reason
 
 
+class UnknownVersionError(BadInputError):
+    """A release is deployed but no version is recorded for it: a patch
+    cannot be chosen, and a full package would be installed blind."""
+
+    hint = (
+        "write the installed version into config.toml ([versions] "
+        'docker_service = "X.Y.Z"), or pass --strategy full to replace the '
+        "project folder (user data kept) with the full package"
+    )
+
+    def __init__(self, target: Version) -> None:
+        super().__init__(
+            "the installed version is unknown (neither config.toml nor the journal "
+            f"records one) and the project folder holds a release; not upgrading "
+            f"to {target} blind"
+        )
+        self.target = target
+
+
 class NoPackageError(BadInputError):
     """The manifest has no full package for this architecture."""
 
@@ -234,6 +253,8 @@ def decide(
     Raises:
         DowngradeRefusedError: the manifest is older and downgrades are off.
         PatchNotApplicableError: ``strategy="patch"`` and no patch fits.
+        UnknownVersionError: a release is deployed, its version is unknown,
+            and ``strategy`` is ``auto``.
         NoPackageError: a full package is needed and there is none.
     """
     target = Version.parse(manifest.version)
@@ -243,8 +264,10 @@ def decide(
         if current is not None and target < current and not allow_downgrade:
             raise DowngradeRefusedError(current, target)
         return _full(manifest, arch, current, target, "full package requested")
-    if current is None or not tree_present:
+    if not tree_present:
         return _full(manifest, arch, current, target, "no installed tree to patch")
+    if current is None:
+        raise UnknownVersionError(target)
 
     if target == current:
         return Decision("none", current, target, None, f"{current} is installed")

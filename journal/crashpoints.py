@@ -7,6 +7,8 @@ process sends itself SIGKILL there: no cleanup handler, ``finally`` block or
 buffered write runs, which is as close to a power cut as a process can get.
 Setting ``UPDOCK_CRASH_LOG`` to a file path makes every step reached append its
 name there, so a test can list the steps a command passes through.
+``UPDOCK_CRASH_SIGNAL=INT`` sends SIGINT instead of SIGKILL: an operator's
+Ctrl-C at exactly that step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ _log_path = os.environ.get("UPDOCK_CRASH_LOG", "")
 _name, _, _nth = _target.partition("#")
 _wanted = int(_nth) if _nth else 1
 _hits: dict[str, int] = {}
+_signal = signal.SIGINT if os.environ.get("UPDOCK_CRASH_SIGNAL") == "INT" else signal.SIGKILL
 
 
 def crashpoint(name: str) -> None:
@@ -32,4 +35,4 @@ def crashpoint(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == _wanted:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal)

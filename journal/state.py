@@ -86,7 +86,8 @@ class State(msgspec.Struct, kw_only=True):
     """The folded state of a deployment's journal as of record ``seq``.
 
     ``deployed_version`` is the version of the last ``Committed`` event that
-    carries one (a rollback transaction commits the version it restored).
+    carries one (a rollback transaction commits the version it restored,
+    None when that version was unknown).
     ``unknown_records`` counts records of kinds this version does not know.
     New fields must have defaults: snapshots written by an older updock are
     decoded into this class.
@@ -262,7 +263,8 @@ def _committed(state: State, seq: int, e: r.Committed) -> None:
     if tx is not None:
         tx.version = e.version
     state.last_committed_tx = e.tx
-    if e.version is not None:
+    # A rollback to a release of unknown version makes the version unknown.
+    if e.version is not None or (tx is not None and tx.kind == "rollback"):
         state.deployed_version = e.version
 
 

@@ -219,3 +219,12 @@ def test_verify_and_inspect_report_unknown_kinds_and_torn_tail(root: Path) -> No
 def _op_offset(root: Path) -> int:
     with Journal.open(root / ".updock" / "journal", writable=False) as journal:
         return next(loc.offset for loc in journal.scan() if loc.seq == 2)
+
+
+def test_inspect_before_any_change_says_nothing_is_recorded_yet(tmp_path):
+    from deploykit import make_demo_deployment, updock
+
+    root = make_demo_deployment(tmp_path / "deployment")
+    result = updock("journal", "inspect", "--root", str(root))
+    assert result.returncode == 3
+    assert "nothing to read until updock first changes this deployment" in result.stderr

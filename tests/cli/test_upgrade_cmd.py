@@ -353,3 +353,60 @@ def test_apply_timeout_must_be_positive(root, release, value):
     assert result.returncode == exitcodes.BAD_INPUT, explain(result)
     assert "--timeout" in result.stderr
     assert snapshot(root, skip={".updock"}) == before
+
+
+def test_apply_with_unknown_installed_version_refused_then_forced_and_undone(
+    root, release
+):
+    """Without a recorded version a deployed release is not upgraded blind;
+    forced with --strategy full, its rollback makes the version unknown
+    again instead of keeping the new one."""
+    config = root / "config.toml"
+    text = config.read_text()
+    assert 'docker_service = "1.0.0.0"' in text
+    config.write_text(text.replace('docker_service = "1.0.0.0"', ""))
+    before = snapshot(root, skip={".updock", "cacheDuckData", "backups"})
+    before_tree = snapshot(root / "docker")
+
+    refused = apply(root, release.manifest_path, "--yes", "--no-services")
+    assert refused.returncode == exitcodes.BAD_INPUT, explain(refused)
+    assert "installed version is unknown" in refused.stderr
+    assert "docker_service" in refused.stderr and "--strategy full" in refused.stderr
+    assert snapshot(root, skip={".updock", "cacheDuckData", "backups"}) == before
+
+    forced = apply(root, release.manifest_path, "--yes", "--no-services", "--strategy", "full")
+    assert forced.returncode == exitcodes.OK, explain(forced)
+    undone = run(root, "upgrade", "rollback", "--yes", "--no-services")
+    assert undone.returncode == exitcodes.OK, explain(undone)
+    assert snapshot(root / "docker") == before_tree
+    assert "docker_service" not in config.read_text()
+    again = apply(root, release.manifest_path, "--yes", "--no-services")
+    assert again.returncode == exitcodes.BAD_INPUT, explain(again)
+
+
+def test_rollback_with_nothing_committed_says_so(root):
+    result = run(root, "upgrade", "rollback", "--yes", "--no-services")
+    assert result.returncode == exitcodes.REFUSED, explain(result)
+    assert "nothing to undo" in result.stderr and "\nnext: " in result.stderr
+
+
+def test_manifest_of_unsupported_scheme_named(root):
+    result = apply(root, "ftp://127.0.0.1/manifest.json", "--yes", "--no-services")
+    assert result.returncode == exitcodes.BAD_INPUT, explain(result)
+    assert "ftp:// is not supported" in result.stderr
+
+
+def test_patch_through_a_deployed_symlink_names_the_deployment_fix(root, release, tmp_path):
+    """The package is fine; the deployment holds a link where the patch
+    writes: the next step says what to change in the deployment."""
+    front = root / "docker" / "front"
+    kept = tmp_path / "front-elsewhere"
+    front.rename(kept)
+    front.symlink_to(kept)
+    before = snapshot(kept)
+
+    result = apply(root, release.manifest_path, "--yes", "--no-services")
+
+    assert result.returncode == exitcodes.BAD_INPUT, explain(result)
+    assert "symbolic link" in result.stderr and "user_data" in result.stderr
+    assert snapshot(kept) == before and front.is_symlink()

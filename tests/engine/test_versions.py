@@ -12,6 +12,7 @@ from engine.versions import (
     DowngradeRefusedError,
     NoPackageError,
     PatchNotApplicableError,
+    UnknownVersionError,
     UnsupportedArchError,
     Version,
     decide,
@@ -144,9 +145,17 @@ def test_decide_forced_strategies():
         )
 
 
-def test_decide_missing_tree_or_version_needs_full():
+def test_decide_missing_tree_needs_full():
     current = Version.parse("1.2.3.0")
     assert decide(current, manifest(), "x86_64", tree_present=False).action == "full"
-    assert decide(None, manifest(), "x86_64").action == "full"
+    assert decide(None, manifest(), "x86_64", tree_present=False).action == "full"
     with pytest.raises(NoPackageError):
-        decide(None, manifest(platforms=False), "x86_64")
+        decide(None, manifest(platforms=False), "x86_64", tree_present=False)
+
+
+def test_decide_deployed_release_of_unknown_version_refused_unless_full():
+    """Guessing would install blind and leave no version to roll back to."""
+    with pytest.raises(UnknownVersionError) as caught:
+        decide(None, manifest(), "x86_64")
+    assert "config.toml" in caught.value.hint and "--strategy full" in caught.value.hint
+    assert decide(None, manifest(), "x86_64", strategy="full").action == "full"

@@ -34,6 +34,7 @@ entries matching the existing client's junk list (``__MACOSX``, ``.DS_Store``,
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from engine.errors import BadInputError
+from engine.errors import BadInputError, InsufficientSpaceError
 from engine.manifest import normalize_relpath
 from engine.paths import THROUGH_LINK_HINT
 from journal import fsio
@@ -123,6 +124,18 @@ class PatchContentError(BadInputError):
         super().__init__(f"patch path {path!r} {problem}")
         self.path = path
         self.problem = problem
+
+
+class UnpackSpaceError(InsufficientSpaceError):
+    """The disk filled up while a package was unpacked into staging."""
+
+    def __init__(self, archive: Path, staging: Path, written: int) -> None:
+        super().__init__(
+            f"no space left on the filesystem of {staging.parent} while unpacking "
+            f"{archive.name} ({written} bytes unpacked so far); nothing was changed"
+        )
+        self.path = staging.parent
+        self.written = written
 
 
 class DeployedLinkError(PatchContentError):
@@ -230,8 +243,10 @@ def stage_package(
         _unpack(writer)
         staged = _strip_prefix(writer)
         _apply_dir_modes(staged)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UnpackSpaceError(archive, staging, writer.written) from exc
         raise
     if sync:
         fsio.syncfs(staged.root)

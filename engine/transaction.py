@@ -197,8 +197,9 @@ class StagingSpaceError(InsufficientSpaceError):
     """The disk filled up while staging, before any change to the tree."""
 
     def __init__(self, tx: str, exc: OSError) -> None:
+        where = exc.filename or "the blob store or the staging folder"
         super().__init__(
-            f"transaction {tx}: no space left on the filesystem of {exc.filename} "
+            f"transaction {tx}: no space left on the filesystem of {where} "
             "while staging; nothing was changed"
         )
         self.tx = tx

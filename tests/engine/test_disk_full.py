@@ -183,3 +183,25 @@ def test_permission_denied_rolls_back(mounts, tmp_path):
     assert result.returncode == exitcodes.ROLLED_BACK, result.stderr
     assert "EACCES" in result.stderr and "locked/x" in result.stderr
     assert_unchanged(root, before)
+
+
+def test_package_too_big_to_unpack_names_the_filesystem(mounts, tmp_path):
+    """A disk that fills while a package is unpacked: the error is a space
+    error (exit 8) naming where, and no staging folder is left behind."""
+    import zipfile
+
+    from cli.errors import describe
+    from engine.extract import UnpackSpaceError, stage_package
+
+    small = tmpfs(mounts, tmp_path / "small", "2m")
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as package:
+        package.writestr("docker/video.bin", os.urandom(3 * MB))
+
+    with pytest.raises(UnpackSpaceError) as caught:
+        stage_package(archive, small / "staging")
+
+    code, message = describe(caught.value)
+    assert code == exitcodes.NO_SPACE
+    assert str(small) in message and "big.zip" in message
+    assert not (small / "staging").exists()

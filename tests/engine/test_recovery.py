@@ -17,6 +17,7 @@ from engine.errors import RolledBackError
 from engine.ops import Op
 from engine.recovery import recover
 from engine.rollback import (
+    NothingToUndoError,
     ReplayRefusedError,
     replay_back,
     replay_forward,
@@ -239,5 +240,6 @@ def test_undo_with_failing_gate_undoes_the_undo(dep):
 
 
 def test_undo_last_commit_refuses_when_nothing_committed(dep):
-    with pytest.raises(ReplayRefusedError):
+    with pytest.raises(NothingToUndoError) as caught:
         undo_last_commit(dep.journal, dep.store, dep.tree)
+    assert "nothing to undo" in str(caught.value)

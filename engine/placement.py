@@ -83,6 +83,7 @@ from engine.trees import (
 )
 from journal import BlobStore, TreeEntry, fsio
 from journal.crashpoints import crashpoint
+from journal.journal import image_blobs
 from journal.records import ABSENT, TREE, ImageRef
 
 logger = logging.getLogger(__name__)
@@ -573,9 +574,9 @@ def release_posts(ws: Workspace, records: Sequence[OpRecord]) -> int:
     }
     if owned:
         for record in records:
-            owned.difference_update(_image_blobs(ws, record.pre))
+            owned.difference_update(image_blobs(record.pre, ws.store))
             if not record.post_owned:
-                owned.difference_update(_image_blobs(ws, record.post))
+                owned.difference_update(image_blobs(record.post, ws.store))
     for digest in owned:
         ws.store.remove(digest, sync=False)
     return len(owned)
@@ -711,14 +712,6 @@ def _shares_inode(store: BlobStore, path: Path, digest: str) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return (info.st_ino, info.st_dev) == (blob.st_ino, blob.st_dev)
-
-
-def _image_blobs(ws: Workspace, image: ImageRef) -> list[str]:
-    if image.kind == FILE and image.blob:
-        return [image.blob]
-    if image.kind == TREE and image.blob:
-        return [entry.blob for entry in ws.listing(image.blob) if entry.blob]
-    return []
 
 
 def _pre_files(ws: Workspace, record: OpRecord) -> Iterator[tuple[Path, str]]:
